@@ -1,0 +1,50 @@
+// ops.h: the CPU ops of one forward pass (the readable reference every faster
+// backend is tested against). Activations are row-major f32: a tensor
+// "(n, d)" is n rows of d floats. Weights stay in their file type and are
+// used in place through weight_matrix.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/threadpool.h"
+#include "gguf.h"
+
+namespace nld {
+
+// A weight matrix as stored in GGUF: n_out rows of n_in elements (torch
+// Linear.weight [out, in]; GGUF ne = [in, out]).
+struct weight_matrix {
+    ggml_type type = ggml_type::f32;
+    int64_t n_in = 0;
+    int64_t n_out = 0;
+    uint64_t row_bytes = 0;
+    const uint8_t* data = nullptr;
+};
+
+// Decode row r of w into dst (n_in floats).
+void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst);
+
+// y (n, n_out) = x (n, n_in) @ w^T. Parallel over output columns.
+void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n);
+
+// out (n, dim) = x / sqrt(mean(x^2) + eps) * weight, variance in f32.
+void rmsnorm(const float* x, const float* weight, float* out, int64_t n, int64_t dim, float eps);
+
+// Rotary embedding on adjacent pairs (2j, 2j+1) of every head (the GGUF q/k
+// layout), angle = pos * inv_freq[j], cos/sin scaled by attn_factor.
+// x: (n, n_heads * head_dim); positions: n absolute positions.
+void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
+                   const float* inv_freq, float attn_factor);
+
+// Attention for n queries over keys [0, n_keys). Query row i sits at position
+// first_pos + i; with causal = true it sees keys 0..first_pos+i, otherwise
+// all n_keys. GQA: q head h reads kv head h / (n_head / n_head_kv).
+// q: (n, n_head*hd); k_cache, v_cache: (n_keys, n_head_kv*hd); out: (n, n_head*hd).
+void attention(threadpool& pool, const float* q, const float* k_cache, const float* v_cache,
+               float* out, int64_t n, int64_t n_keys, int64_t first_pos, bool causal,
+               int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale);
+
+// gate (n, d) <- silu(gate) * up.
+void swiglu(float* gate, const float* up, int64_t count);
+
+}  // namespace nld

@@ -1,0 +1,224 @@
+// model.cpp: hyper-parameters from GGUF metadata, model-level validation
+// (required tensors, shapes, counts, token ids) and weight binding. The
+// container itself was validated by gguf.cpp.
+#include "model.h"
+
+#include <cmath>
+#include <string>
+#include <unordered_set>
+
+#include "error.h"
+
+namespace nld {
+
+namespace {
+
+constexpr const char* kArch = "mistral3";
+constexpr const char* kLayerTensors[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight",
+                                         "attn_v.weight", "attn_output.weight", "ffn_norm.weight",
+                                         "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+
+std::string key(const char* suffix) { return std::string(kArch) + "." + suffix; }
+
+// Reads an unsigned key and checks it lies in [lo, hi].
+int32_t read_count(const gguf_file& f, const std::string& k, int64_t lo, int64_t hi, const uint64_t* fallback) {
+    const uint64_t v = fallback ? f.get_uint(k, *fallback) : f.require_uint(k);
+    if ((int64_t)v < lo || v > (uint64_t)hi)
+        fail_format("key '" + k + "' = " + std::to_string(v) + " is outside [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "]");
+    return (int32_t)v;
+}
+
+float read_float(const gguf_file& f, const std::string& k, double fallback) {
+    const double v = f.get_float(k, fallback);
+    if (!std::isfinite(v)) fail_format("key '" + k + "' is not a finite number");
+    return (float)v;
+}
+
+int32_t read_token_id(const gguf_file& f, const char* k, int32_t n_vocab, int32_t fallback) {
+    if (!f.has(k)) return fallback;
+    const uint64_t v = f.require_uint(k);
+    if (v >= (uint64_t)n_vocab)
+        fail_format(std::string("token id key '") + k + "' = " + std::to_string(v) + " is outside the vocabulary (" +
+                    std::to_string(n_vocab) + " tokens)");
+    return (int32_t)v;
+}
+
+hparams read_hparams(const gguf_file& f) {
+    hparams hp;
+    hp.n_embd = read_count(f, key("embedding_length"), 1, 1 << 17, nullptr);
+    hp.n_layer = read_count(f, key("block_count"), 1, 4096, nullptr);
+    hp.n_ff = read_count(f, key("feed_forward_length"), 1, 1 << 20, nullptr);
+    hp.n_head = read_count(f, key("attention.head_count"), 1, 4096, nullptr);
+    const uint64_t n_head = (uint64_t)hp.n_head;
+    hp.n_head_kv = read_count(f, key("attention.head_count_kv"), 1, 4096, &n_head);
+    if (hp.n_head % hp.n_head_kv != 0)
+        fail_format("attention.head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv " +
+                    std::to_string(hp.n_head_kv));
+    const uint64_t default_hd = (uint64_t)(hp.n_embd / hp.n_head);
+    hp.head_dim = read_count(f, key("attention.key_length"), 2, 4096, &default_hd);
+    const uint64_t hd = (uint64_t)hp.head_dim;
+    if (read_count(f, key("attention.value_length"), 1, 4096, &hd) != hp.head_dim)
+        fail_unsupported("attention.value_length differs from key_length");
+    if (hp.head_dim % 2 != 0) fail_format("attention.key_length must be even for RoPE");
+    if (read_count(f, key("rope.dimension_count"), 1, 4096, &hd) != hp.head_dim)
+        fail_unsupported("rope.dimension_count differs from the head size (partial RoPE is not supported)");
+    hp.n_ctx_train = read_count(f, key("context_length"), 1, 1 << 30, nullptr);
+    hp.rms_norm_eps = read_float(f, key("attention.layer_norm_rms_epsilon"), 1e-5);
+    hp.rope_freq_base = read_float(f, key("rope.freq_base"), 10000.0);
+    if (!(hp.rope_freq_base > 1.0f)) fail_format("rope.freq_base must be > 1");
+
+    const std::string_view scaling = f.get_string(key("rope.scaling.type"), "none");
+    if (scaling == "yarn") {
+        hp.rope_yarn = true;
+        hp.rope_factor = read_float(f, key("rope.scaling.factor"), 1.0);
+        if (!(hp.rope_factor > 0.0f)) fail_format("rope.scaling.factor must be > 0");
+        hp.rope_orig_ctx = read_count(f, key("rope.scaling.original_context_length"), 1, 1 << 30, nullptr);
+        hp.yarn_beta_fast = read_float(f, key("rope.scaling.yarn_beta_fast"), 32.0);
+        hp.yarn_beta_slow = read_float(f, key("rope.scaling.yarn_beta_slow"), 1.0);
+        // nld.rope.scaling.attn_factor is written by our converter (computed as
+        // transformers does). Files without it: mscale == mscale_all_dim is
+        // assumed, which makes the factor exactly 1.
+        hp.yarn_attn_factor = read_float(f, "nld.rope.scaling.attn_factor", 1.0);
+    } else if (scaling != "none") {
+        fail_unsupported("rope.scaling.type '" + std::string(scaling) + "' is not supported (yarn or none)");
+    }
+    hp.attn_temperature_scale = read_float(f, key("attention.temperature_scale"), 0.0);
+    if (hp.rope_orig_ctx == 0) hp.rope_orig_ctx = hp.n_ctx_train;
+    hp.file_type = f.has("general.file_type") ? read_count(f, "general.file_type", 0, 1024, nullptr) : -1;
+    return hp;
+}
+
+weight_matrix bind_matrix(const gguf_file& f, const std::string& name, int64_t n_in, int64_t n_out) {
+    const gguf_tensor* t = f.find_tensor(name);
+    if (!t) fail_format("missing required tensor '" + name + "'");
+    if (t->n_dims != 2 || t->ne[0] != n_in || t->ne[1] != n_out)
+        fail_format("tensor '" + name + "' has shape [" + std::to_string(t->ne[0]) + ", " + std::to_string(t->ne[1]) +
+                    "] (" + std::to_string(t->n_dims) + " dims), expected [" + std::to_string(n_in) + ", " +
+                    std::to_string(n_out) + "]");
+    switch (t->type) {
+    case ggml_type::f32: case ggml_type::f16: case ggml_type::bf16: case ggml_type::q8_0: case ggml_type::q4_0: break;
+    default:
+        fail_unsupported("tensor '" + name + "' has type " + ggml_type_name(t->type) +
+                         ", which this version cannot compute with");
+    }
+    weight_matrix w;
+    w.type = t->type;
+    w.n_in = n_in;
+    w.n_out = n_out;
+    w.row_bytes = t->n_bytes / (uint64_t)n_out;
+    w.data = t->data;
+    return w;
+}
+
+const float* bind_norm(const gguf_file& f, const std::string& name, int64_t dim) {
+    const gguf_tensor* t = f.find_tensor(name);
+    if (!t) fail_format("missing required tensor '" + name + "'");
+    if (t->n_dims != 1 || t->ne[0] != dim)
+        fail_format("tensor '" + name + "' has " + std::to_string(t->n_dims) + " dims and ne0 " +
+                    std::to_string(t->ne[0]) + ", expected a vector of " + std::to_string(dim));
+    if (t->type != ggml_type::f32)
+        fail_format("norm tensor '" + name + "' has type " + ggml_type_name(t->type) + ", expected F32");
+    return reinterpret_cast<const float*>(t->data);
+}
+
+}  // namespace
+
+std::vector<float> rope_inverse_frequencies(const hparams& hp) {
+    const int64_t dim = hp.head_dim, half = dim / 2;
+    const float base = hp.rope_freq_base;
+    std::vector<float> inv(half);
+    if (!hp.rope_yarn) {
+        for (int64_t j = 0; j < half; ++j) inv[j] = 1.0f / std::pow(base, (float)(2 * j) / (float)dim);
+        return inv;
+    }
+    // corr(r) = dim*ln(L/(2*pi*r)) / (2*ln(base)), then floor/ceil and clamp.
+    const double L = hp.rope_orig_ctx;
+    auto corr = [&](double r) { return dim * std::log(L / (r * 2 * M_PI)) / (2 * std::log((double)base)); };
+    double low = std::max(std::floor(corr(hp.yarn_beta_fast)), 0.0);
+    double high = std::min(std::ceil(corr(hp.yarn_beta_slow)), (double)(dim - 1));
+    if (low == high) high += 0.001;
+    for (int64_t j = 0; j < half; ++j) {
+        const float pos_freq = std::pow(base, (float)(2 * j) / (float)dim);  // f32, as transformers
+        const float inv_extra = 1.0f / pos_freq;
+        const float inv_inter = 1.0f / (hp.rope_factor * pos_freq);
+        float ramp = (float)(((float)j - (float)low) / (float)(high - low));
+        ramp = std::min(1.0f, std::max(0.0f, ramp));
+        const float extra = 1.0f - ramp;
+        inv[j] = inv_inter * (1.0f - extra) + inv_extra * extra;
+    }
+    return inv;
+}
+
+std::unique_ptr<model> load_model(const std::string& path) {
+    auto m = std::make_unique<model>();
+    m->file = gguf_file::open(path);
+    const gguf_file& f = *m->file;
+
+    const std::string_view arch = f.require_string("general.architecture");
+    if (arch != kArch)
+        fail_unsupported("unsupported architecture '" + std::string(arch) + "' (supported: mistral3)");
+    hparams& hp = m->hp;
+    hp = read_hparams(f);
+
+    // The vocabulary size comes from the embedding; metadata must agree.
+    const gguf_tensor* embd = f.find_tensor("token_embd.weight");
+    if (!embd) fail_format("missing required tensor 'token_embd.weight'");
+    if (embd->n_dims != 2 || embd->ne[1] < 1 || embd->ne[1] > (1 << 24))
+        fail_format("tensor 'token_embd.weight' must be 2-D with at most 2^24 rows");
+    hp.n_vocab = (int32_t)embd->ne[1];
+    const uint64_t n_vocab_u = (uint64_t)hp.n_vocab;
+    if (f.get_uint(key("vocab_size"), n_vocab_u) != n_vocab_u)
+        fail_format(key("vocab_size") + " disagrees with token_embd.weight (" + std::to_string(hp.n_vocab) + " rows)");
+    if (f.has("tokenizer.ggml.tokens")) {
+        const gguf_kv& tokens = f.require_array("tokenizer.ggml.tokens", gguf_vtype::string);
+        if (tokens.arr_count != n_vocab_u)
+            fail_format("tokenizer.ggml.tokens has " + std::to_string(tokens.arr_count) + " entries but the model has " +
+                        std::to_string(hp.n_vocab) + " embeddings");
+    }
+    hp.bos_token_id = read_token_id(f, "tokenizer.ggml.bos_token_id", hp.n_vocab, -1);
+    hp.eos_token_id = read_token_id(f, "tokenizer.ggml.eos_token_id", hp.n_vocab, -1);
+    hp.mask_token_id = read_token_id(f, "tokenizer.ggml.mask_token_id", hp.n_vocab, -1);
+    if (f.has("diffusion.block_size")) {
+        hp.block_size = read_count(f, "diffusion.block_size", 1, 1024, nullptr);
+        if (f.get_bool("diffusion.shift_logits", false))
+            fail_unsupported("diffusion.shift_logits = true is not supported (NLD predicts unshifted)");
+    }
+    hp.has_diffusion = hp.mask_token_id >= 0 && hp.block_size > 0;
+
+    const int64_t E = hp.n_embd, Q = (int64_t)hp.n_head * hp.head_dim, KV = (int64_t)hp.n_head_kv * hp.head_dim;
+    m->tok_embd = bind_matrix(f, "token_embd.weight", E, hp.n_vocab);
+    m->output_norm = bind_norm(f, "output_norm.weight", E);
+    // Files from llama.cpp's converter may tie the head; NLD files never do.
+    m->output = f.find_tensor("output.weight") ? bind_matrix(f, "output.weight", E, hp.n_vocab) : m->tok_embd;
+    m->layers.resize((size_t)hp.n_layer);
+    for (int32_t i = 0; i < hp.n_layer; ++i) {
+        const std::string p = "blk." + std::to_string(i) + ".";
+        layer_weights& L = m->layers[(size_t)i];
+        L.attn_norm = bind_norm(f, p + "attn_norm.weight", E);
+        L.wq = bind_matrix(f, p + "attn_q.weight", E, Q);
+        L.wk = bind_matrix(f, p + "attn_k.weight", E, KV);
+        L.wv = bind_matrix(f, p + "attn_v.weight", E, KV);
+        L.wo = bind_matrix(f, p + "attn_output.weight", Q, E);
+        L.ffn_norm = bind_norm(f, p + "ffn_norm.weight", E);
+        L.ffn_gate = bind_matrix(f, p + "ffn_gate.weight", E, hp.n_ff);
+        L.ffn_up = bind_matrix(f, p + "ffn_up.weight", E, hp.n_ff);
+        L.ffn_down = bind_matrix(f, p + "ffn_down.weight", hp.n_ff, E);
+    }
+    // Every tensor in the file must be one the model uses: an extra layer
+    // means block_count disagrees with the tensors.
+    std::unordered_set<std::string> used = {"token_embd.weight", "output_norm.weight", "output.weight"};
+    for (int32_t i = 0; i < hp.n_layer; ++i)
+        for (const char* s : kLayerTensors) used.insert("blk." + std::to_string(i) + "." + s);
+    for (const gguf_tensor& t : f.tensors()) {
+        if (used.count(t.name)) continue;
+        if (t.name.rfind("blk.", 0) == 0)
+            fail_format("tensor '" + t.name + "' is not part of a " + std::to_string(hp.n_layer) +
+                        "-layer model (block_count disagrees with the tensors?)");
+        fail_format("unexpected tensor '" + t.name + "'");
+    }
+    m->rope_inv_freq = rope_inverse_frequencies(hp);
+    return m;
+}
+
+}  // namespace nld

@@ -1,0 +1,70 @@
+// model.h: what a loaded model is: hyper-parameters read from GGUF metadata
+// (never guessed from a name), weights bound in place in the file mapping,
+// and the derived RoPE tables. Read-only after load_model().
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops.h"
+#include "gguf.h"
+
+namespace nld {
+
+struct hparams {
+    int32_t n_vocab = 0;
+    int32_t n_embd = 0;
+    int32_t n_layer = 0;
+    int32_t n_head = 0;
+    int32_t n_head_kv = 0;
+    int32_t head_dim = 0;
+    int32_t n_ff = 0;
+    int32_t n_ctx_train = 0;
+    float rms_norm_eps = 1e-5f;
+    float rope_freq_base = 1e6f;
+    bool rope_yarn = false;
+    float rope_factor = 1.0f;       // effective YaRN factor (spec section 4)
+    int32_t rope_orig_ctx = 0;      // original_max_position_embeddings
+    float yarn_beta_fast = 32.0f;
+    float yarn_beta_slow = 1.0f;
+    float yarn_attn_factor = 1.0f;  // cos/sin multiplier
+    float attn_temperature_scale = 0.0f;  // beta of q *= 1 + beta*ln(1 + floor(pos/L))
+    int32_t bos_token_id = -1;
+    int32_t eos_token_id = -1;
+    int32_t mask_token_id = -1;
+    int32_t block_size = 0;
+    int32_t file_type = -1;
+    bool has_diffusion = false;
+};
+
+struct layer_weights {
+    const float* attn_norm = nullptr;  // (n_embd)
+    weight_matrix wq;                  // (n_head*head_dim, n_embd), rope pairs adjacent
+    weight_matrix wk;                  // (n_head_kv*head_dim, n_embd), rope pairs adjacent
+    weight_matrix wv;                  // (n_head_kv*head_dim, n_embd)
+    weight_matrix wo;                  // (n_embd, n_head*head_dim)
+    const float* ffn_norm = nullptr;   // (n_embd)
+    weight_matrix ffn_gate;            // (n_ff, n_embd)
+    weight_matrix ffn_up;              // (n_ff, n_embd)
+    weight_matrix ffn_down;            // (n_embd, n_ff)
+};
+
+struct model {
+    std::unique_ptr<gguf_file> file;
+    hparams hp;
+    weight_matrix tok_embd;            // (n_vocab, n_embd)
+    std::vector<layer_weights> layers; // (n_layer)
+    const float* output_norm = nullptr;  // (n_embd)
+    weight_matrix output;              // (n_vocab, n_embd), untied in NLD files
+    std::vector<float> rope_inv_freq;  // (head_dim / 2)
+};
+
+// Opens, validates and binds a model. Throws nld::error naming the problem.
+std::unique_ptr<model> load_model(const std::string& path);
+
+// YaRN inverse frequencies exactly as transformers computes them (spec
+// section 4); plain RoPE when yarn is false. Exposed for tests.
+std::vector<float> rope_inverse_frequencies(const hparams& hp);
+
+}  // namespace nld

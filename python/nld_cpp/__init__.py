@@ -1,0 +1,27 @@
+"""nld_cpp: a local runtime for Nemotron-Labs-Diffusion tri-mode language models.
+
+The public API is :class:`Model` (load a GGUF, run forwards, generate) and
+:class:`NldError` (every failure of the core). Both are imported lazily so
+that ``python -m nld_cpp.convert`` works without loading the native library.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Model", "ModelInfo", "NldError", "__version__"]
+
+if TYPE_CHECKING:
+    from ._binding import NldError
+    from .model import Model, ModelInfo
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NldError":
+        from ._binding import NldError
+
+        return NldError
+    if name in ("Model", "ModelInfo"):
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'nld_cpp' has no attribute {name!r}")

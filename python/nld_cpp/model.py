@@ -1,0 +1,193 @@
+"""The Python API: a loaded model with one evaluation context (KV cache)."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._binding import NldError, check, ffi, lib
+
+_ATTENTION = {"causal": lib.NLD_ATTENTION_CAUSAL, "bidirectional": lib.NLD_ATTENTION_BIDIRECTIONAL}
+_LOGITS = {"none": lib.NLD_LOGITS_NONE, "last": lib.NLD_LOGITS_LAST, "all": lib.NLD_LOGITS_ALL}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Hyper-parameters and metadata read from the GGUF file."""
+
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_ctx_train: int
+    rms_norm_eps: float
+    rope_freq_base: float
+    rope_scaling_factor: float
+    rope_orig_ctx: int
+    yarn_beta_fast: float
+    yarn_beta_slow: float
+    attn_temperature_scale: float
+    bos_token_id: int
+    eos_token_id: int
+    mask_token_id: int
+    block_size: int
+    file_type: int
+    has_diffusion: bool
+
+
+def _free_handles(model: Any, ctx: Any) -> None:
+    if ctx is not None:
+        lib.nld_context_free(ctx)
+    if model is not None:
+        lib.nld_model_free(model)
+
+
+def _as_tokens(tokens: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(tokens)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D sequence of token ids")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{what} must hold integers, got {arr.dtype}")
+    if arr.min() < -(2**31) or arr.max() >= 2**31:
+        raise ValueError(f"{what} holds a value outside the int32 range")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+class Model:
+    """A GGUF model loaded by the core, with one context (KV cache).
+
+    ``Model(path, n_ctx=0, n_threads=0)``: ``n_ctx`` <= 0 takes
+    min(training context, 4096); ``n_threads`` <= 0 uses every core. Use as a
+    context manager or call :meth:`close`; any use after close raises.
+    A Model is not safe to use from two threads at once.
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 0, n_threads: int = 0,
+                 verbose: bool = False):
+        self._model: Any = None
+        self._ctx: Any = None
+        self._release: Any = lambda: None
+        path = os.fspath(model_path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file not found: {path}")
+        mparams = lib.nld_model_default_params()
+        mparams.n_threads = int(n_threads)
+        out_model = ffi.new("nld_model **")
+        check(lib.nld_model_load(path.encode(), ffi.addressof(mparams), out_model))
+        self._model = out_model[0]
+        self._release = weakref.finalize(self, _free_handles, self._model, None)
+        cparams = lib.nld_context_default_params()
+        cparams.n_ctx = int(n_ctx)
+        cparams.n_threads = int(n_threads)
+        out_ctx = ffi.new("nld_context **")
+        try:
+            check(lib.nld_context_create(self._model, ffi.addressof(cparams), out_ctx))
+        except BaseException:
+            self.close()
+            raise
+        self._ctx = out_ctx[0]
+        # One finalizer frees both, context first (it was made from the model).
+        self._release.detach()
+        self._release = weakref.finalize(self, _free_handles, self._model, self._ctx)
+        self.model_path = path
+        raw = ffi.new("nld_model_info *")
+        check(lib.nld_model_get_info(self._model, raw))
+        self.info = ModelInfo(**{f.name: (bool(getattr(raw, f.name)) if f.type == "bool" else getattr(raw, f.name))
+                                 for f in fields(ModelInfo)})
+        if verbose:
+            print(f"nld_cpp: loaded {path}: {self.info}")
+
+    # -- lifetime -------------------------------------------------------
+    def close(self) -> None:
+        """Free the context and the model. Idempotent."""
+        self._ctx = None
+        self._model = None
+        self._release()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> Any:
+        if self._ctx is None:
+            raise ValueError("this Model is closed")
+        return self._ctx
+
+    # -- metadata -------------------------------------------------------
+    @property
+    def n_vocab(self) -> int:
+        return self.info.n_vocab
+
+    @property
+    def n_ctx(self) -> int:
+        return int(lib.nld_context_n_ctx(self._live()))
+
+    @property
+    def n_cached(self) -> int:
+        """Number of committed tokens in the KV cache."""
+        return int(lib.nld_context_n_cached(self._live()))
+
+    def metadata_string(self, key: str) -> str:
+        """A string value of the GGUF metadata (KeyError if absent)."""
+        self._live()
+        data = ffi.new("const char **")
+        size = ffi.new("size_t *")
+        if lib.nld_model_meta_string(self._model, key.encode(), data, size) != lib.NLD_OK:
+            raise KeyError(key)
+        return ffi.unpack(data[0], size[0]).decode("utf-8")
+
+    # -- evaluation -----------------------------------------------------
+    def forward(self, tokens: Sequence[int] | np.ndarray, kind: str = "causal", logits: str = "all") -> np.ndarray:
+        """Evaluate tokens after the cached prefix.
+
+        kind "causal" appends them to the cache (row i of the logits predicts
+        the next token); "bidirectional" is a block pass that reads the cache
+        without writing it (row i predicts the token at position i). Returns a
+        float32 array (rows, n_vocab) with rows per ``logits``: "all", "last"
+        or "none" (an empty array).
+        """
+        ctx = self._live()
+        if kind not in _ATTENTION:
+            raise ValueError(f"kind must be one of {sorted(_ATTENTION)}, got {kind!r}")
+        if logits not in _LOGITS:
+            raise ValueError(f"logits must be one of {sorted(_LOGITS)}, got {logits!r}")
+        toks = _as_tokens(tokens, "tokens")
+        rows = {"none": 0, "last": 1, "all": len(toks)}[logits]
+        out = np.empty((rows, self.n_vocab), dtype=np.float32)
+        params = lib.nld_forward_default_params()
+        params.attention = _ATTENTION[kind]
+        params.logits = _LOGITS[logits]
+        check(lib.nld_context_forward(ctx, ffi.from_buffer("int32_t[]", toks), len(toks), ffi.addressof(params),
+                                      ffi.from_buffer("float[]", out), out.size))
+        return out
+
+    def truncate(self, n_keep: int) -> None:
+        """Drop cached tokens from position n_keep on."""
+        check(lib.nld_context_truncate(self._live(), int(n_keep)))
+
+    def generate_greedy(self, prompt: Sequence[int] | np.ndarray, max_new_tokens: int = 32,
+                        stop_at_eos: bool = True) -> list[int]:
+        """Greedy autoregressive generation; reuses the cached prefix that
+        matches the prompt. Returns the new token ids (EOS included when hit)."""
+        ctx = self._live()
+        toks = _as_tokens(prompt, "prompt")
+        if max_new_tokens < 0:
+            raise ValueError("max_new_tokens must be >= 0")
+        out = np.empty(max(1, max_new_tokens), dtype=np.int32)
+        n_out = ffi.new("int32_t *")
+        check(lib.nld_context_generate_greedy(ctx, ffi.from_buffer("int32_t[]", toks), len(toks), int(max_new_tokens),
+                                              1 if stop_at_eos else 0, ffi.from_buffer("int32_t[]", out),
+                                              int(max_new_tokens), n_out))
+        return out[: n_out[0]].tolist()
+
+
+__all__ = ["Model", "ModelInfo", "NldError"]

@@ -1,0 +1,117 @@
+"""Our CPU forward against transformers' Ministral-3 with the same weights:
+causal prefill, AR steps through the cache, and a bidirectional block over
+the cached prefix (spec/nld-model.md sections 4-5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import nld_cpp
+from conftest import VARIANTS
+from reference import block_logits, causal_logits, greedy_generate, load_reference
+
+pytestmark = pytest.mark.model
+
+# Relative tolerance of the issue: max |diff| <= 1e-4 * max |logit|, f32 on both sides.
+REL_TOL = 1e-4
+
+
+def prompt_for(info: nld_cpp.ModelInfo, n: int, seed: int) -> list[int]:
+    """Token ids spread over control, byte and merge ids (mask id excluded)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, info.n_vocab, size=n)
+    ids[ids == info.mask_token_id] = info.bos_token_id
+    return ids.tolist()
+
+
+def rel_err(ours: np.ndarray, ref: torch.Tensor) -> float:
+    ref_np = ref.numpy()
+    return float(np.abs(ours - ref_np).max() / np.abs(ref_np).max())
+
+
+def run_prefill_steps_block(model: nld_cpp.Model, ref, prompt_len: int, n_steps: int, n_block: int) -> dict:
+    """Prefill, AR steps and a bidirectional block; returns the worst relative
+    error of each phase against the reference."""
+    info = model.info
+    tokens = prompt_for(info, prompt_len, seed=prompt_len)
+    errs = {}
+    ours = model.forward(tokens, kind="causal", logits="all")
+    errs["prefill"] = rel_err(ours, causal_logits(ref, tokens))
+    step_errs = []
+    for _ in range(n_steps):
+        nxt = int(np.argmax(ours[-1]))
+        tokens.append(nxt)
+        ours = model.forward([nxt], kind="causal", logits="all")
+        step_errs.append(rel_err(ours[0], causal_logits(ref, tokens)[-1]))
+    errs["ar_steps"] = max(step_errs)
+    assert model.n_cached == len(tokens)
+    block = prompt_for(info, n_block, seed=7)
+    block[3] = block[5] = info.mask_token_id  # masks inside the block, as in diffusion
+    ours = model.forward(block, kind="bidirectional", logits="all")
+    errs["block"] = rel_err(ours, block_logits(ref, tokens, block))
+    assert model.n_cached == len(tokens), "a bidirectional block must not write the cache"
+    # The cache is intact: one more causal step still matches.
+    ours = model.forward([block[0]], kind="causal", logits="last")
+    errs["after_block"] = rel_err(ours[0], causal_logits(ref, tokens + [block[0]])[-1])
+    return errs
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_f32_parity(variant, checkpoint, gguf_file):
+    ref = load_reference(checkpoint(variant))
+    with nld_cpp.Model(gguf_file(variant, "f32"), n_ctx=256, n_threads=2) as model:
+        # Where original_max_position_embeddings is 64, the prompt crosses it.
+        prompt_len = 72 if model.info.rope_orig_ctx <= 64 else 40
+        errs = run_prefill_steps_block(model, ref, prompt_len=prompt_len, n_steps=8, n_block=16)
+    print(f"{variant} f32 relative errors: {errs}")
+    assert max(errs.values()) <= REL_TOL, errs
+
+
+def test_positions_past_original_context_are_exercised(gguf_file):
+    with nld_cpp.Model(gguf_file("base", "f32")) as model:
+        assert model.info.rope_orig_ctx == 64 and model.info.attn_temperature_scale > 0
+        assert model.info.rope_scaling_factor == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("outtype,dtype", [("f16", torch.float16), ("bf16", torch.bfloat16)])
+@pytest.mark.parametrize("variant", ["base", "gqa4_sharded"])
+def test_half_precision_files(variant, outtype, dtype, checkpoint, gguf_file):
+    """An F16/BF16 file holds the weights rounded to that type. Against
+    transformers holding the same rounded weights the compute is f32 on both
+    sides, so the f32 tolerance applies unchanged. Against the unrounded
+    model the error is the weight rounding itself: relative 2^-11 (f16) or
+    2^-8 (bf16) per weight, which we bound by 1e-2 and 5e-2 of max |logit|."""
+    ckpt = checkpoint(variant)
+    with nld_cpp.Model(gguf_file(variant, outtype)) as model:
+        tokens = prompt_for(model.info, 24, seed=3)
+        ours = model.forward(tokens, kind="causal", logits="all")
+    same_weights = rel_err(ours, causal_logits(load_reference(ckpt, round_to=dtype), tokens))
+    vs_f32 = rel_err(ours, causal_logits(load_reference(ckpt), tokens))
+    print(f"{variant} {outtype}: same weights {same_weights:.2e}, vs f32 model {vs_f32:.2e}")
+    assert same_weights <= REL_TOL
+    assert vs_f32 <= (1e-2 if outtype == "f16" else 5e-2)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_greedy_generation_matches_transformers(variant, checkpoint, gguf_file):
+    ref = load_reference(checkpoint(variant))
+    with nld_cpp.Model(gguf_file(variant, "f32")) as model:
+        prompt = prompt_for(model.info, 12, seed=11)
+        ours = model.generate_greedy(prompt, max_new_tokens=32, stop_at_eos=True)
+        theirs = greedy_generate(ref, prompt, 32, model.info.mask_token_id)
+    assert ours == theirs
+
+
+def test_greedy_reuses_cached_prefix(gguf_file):
+    with nld_cpp.Model(gguf_file("base", "f32")) as model:
+        prompt = prompt_for(model.info, 10, seed=5)
+        first = model.generate_greedy(prompt, max_new_tokens=6, stop_at_eos=False)
+        # The continuation is in the cache except its last token.
+        assert model.n_cached == len(prompt) + len(first) - 1
+        follow = prompt + first + [1]
+        again = model.generate_greedy(follow, max_new_tokens=6, stop_at_eos=False)
+        model.truncate(0)
+        fresh = model.generate_greedy(follow, max_new_tokens=6, stop_at_eos=False)
+        assert again == fresh
