@@ -80,7 +80,10 @@ class Model:
         mparams = lib.nld_model_default_params()
         mparams.n_threads = int(n_threads)
         out_model = ffi.new("nld_model **")
-        check(lib.nld_model_load(path.encode(), ffi.addressof(mparams), out_model))
+        try:
+            check(lib.nld_model_load(os.fsencode(path), ffi.addressof(mparams), out_model))
+        except NldError as exc:
+            raise NldError(exc.status, f"cannot load {path}: {exc}") from None
         self._model = out_model[0]
         self._release = weakref.finalize(self, _free_handles, self._model, None)
         cparams = lib.nld_context_default_params()
