@@ -11,6 +11,7 @@
 #include "error.h"
 #include "include/nld.h"
 #include "model.h"
+#include "modes/generator.h"
 
 struct nld_model {
     std::unique_ptr<nld::model> impl;
@@ -18,6 +19,10 @@ struct nld_model {
 
 struct nld_context {
     std::unique_ptr<nld::context> impl;
+};
+
+struct nld_generator {
+    std::unique_ptr<nld::generator> impl;
 };
 
 namespace {
@@ -57,15 +62,18 @@ void check_tokens(const nld::model& m, const int32_t* tokens, int32_t n, const c
                                " is not a token id (vocabulary has " + std::to_string(m.hp.n_vocab) + ")");
 }
 
-// Greedy choice over one logits row, never the mask token.
-int32_t argmax_token(const float* logits, int32_t n_vocab, int32_t mask_id) {
-    int32_t best = -1;
-    for (int32_t i = 0; i < n_vocab; ++i) {
-        if (i == mask_id) continue;
-        if (std::isnan(logits[i])) nld::fail_format("the model produced NaN logits");
-        if (best < 0 || logits[i] > logits[best]) best = i;
+nld::gen_mode resolve_mode(int32_t mode, const nld::hparams& hp) {
+    switch (mode) {
+    case NLD_MODE_AR: return nld::gen_mode::ar;
+    case NLD_MODE_DIFFUSION: case NLD_MODE_SPEC: case NLD_MODE_SPEC_QUADRATIC:
+        if (!hp.has_diffusion)
+            nld::fail_unsupported("this model has no diffusion keys (tokenizer.ggml.mask_token_id, "
+                                  "diffusion.block_size): only AR generation is available");
+        return mode == NLD_MODE_DIFFUSION ? nld::gen_mode::diffusion
+               : mode == NLD_MODE_SPEC    ? nld::gen_mode::spec_linear
+                                          : nld::gen_mode::spec_quadratic;
     }
-    return best;
+    nld::fail_argument("unknown mode " + std::to_string(mode) + " (0 ar, 1 diffusion, 2 spec, 3 spec-quadratic)");
 }
 
 }  // namespace
@@ -94,6 +102,7 @@ nld_model_params nld_model_default_params(void) {
     nld_model_params p;
     std::memset(&p, 0, sizeof p);
     p.n_threads = 0;
+    p.lora_path = nullptr;
     return p;
 }
 
@@ -117,10 +126,10 @@ nld_status nld_model_load(const char* path, const nld_model_params* params, nld_
     NLD_REQUIRE(out_model != nullptr, "nld_model_load: out_model is NULL");
     *out_model = nullptr;
     NLD_REQUIRE(path != nullptr, "nld_model_load: path is NULL");
-    (void)params;
+    const nld_model_params p = params ? *params : nld_model_default_params();
     return guarded("nld_model_load", [&] {
         auto handle = std::make_unique<nld_model>();
-        handle->impl = nld::load_model(path);
+        handle->impl = nld::load_model(path, p.lora_path);
         *out_model = handle.release();
         return NLD_OK;
     });
@@ -153,6 +162,7 @@ nld_status nld_model_get_info(const nld_model* model, nld_model_info* out) {
     out->block_size = hp.block_size;
     out->file_type = hp.file_type;
     out->has_diffusion = hp.has_diffusion ? 1 : 0;
+    out->lora_rank = model->impl->drafter ? model->impl->drafter->rank : 0;
     return NLD_OK;
 }
 
@@ -193,8 +203,7 @@ int32_t nld_context_n_cached(const nld_context* ctx) { return ctx ? ctx->impl->c
 nld_status nld_context_truncate(nld_context* ctx, int32_t n_keep) {
     NLD_REQUIRE(ctx != nullptr, "nld_context_truncate: ctx is NULL");
     return guarded("nld_context_truncate", [&] {
-        ctx->impl->cache.truncate(n_keep);
-        ctx->impl->tokens.resize((size_t)n_keep);
+        ctx->impl->truncate(n_keep);
         return NLD_OK;
     });
 }
@@ -217,54 +226,119 @@ nld_status nld_context_forward(nld_context* ctx, const int32_t* tokens, int32_t 
                                              " is smaller than the " + std::to_string(need) + " floats needed");
     return guarded("nld_context_forward", [&] {
         check_tokens(c.mdl, tokens, n_tokens, "tokens");
-        const auto kind = p.attention == NLD_ATTENTION_CAUSAL ? nld::attention_kind::causal
-                                                              : nld::attention_kind::bidirectional;
+        const int32_t C = c.cache.n_cached();
+        const nld::row_layout layout = p.attention == NLD_ATTENTION_CAUSAL
+                                           ? nld::row_layout::causal(C, n_tokens)
+                                           : nld::row_layout::bidirectional(C, n_tokens, false);
         const auto which = p.logits == NLD_LOGITS_NONE   ? nld::logits_rows::none
                            : p.logits == NLD_LOGITS_LAST ? nld::logits_rows::last
                                                          : nld::logits_rows::all;
-        nld::forward(c, tokens, n_tokens, kind, which, logits_out);
+        nld::forward(c, tokens, layout, which, logits_out);
         return NLD_OK;
     });
 }
 
-nld_status nld_context_generate_greedy(nld_context* ctx, const int32_t* prompt, int32_t n_prompt,
-                                       int32_t max_new_tokens, int32_t stop_at_eos, int32_t* out_tokens,
-                                       int32_t out_capacity, int32_t* out_n) {
-    NLD_REQUIRE(ctx != nullptr && out_n != nullptr, "nld_context_generate_greedy: NULL argument");
-    *out_n = 0;
-    NLD_REQUIRE(prompt != nullptr && n_prompt > 0, "nld_context_generate_greedy: the prompt is empty");
-    NLD_REQUIRE(max_new_tokens >= 0, "nld_context_generate_greedy: max_new_tokens must be >= 0");
-    NLD_REQUIRE(out_tokens != nullptr || max_new_tokens == 0, "nld_context_generate_greedy: out_tokens is NULL");
-    NLD_REQUIRE(out_capacity >= max_new_tokens, "nld_context_generate_greedy: out_capacity " +
-                                                    std::to_string(out_capacity) + " < max_new_tokens " +
-                                                    std::to_string(max_new_tokens));
-    return guarded("nld_context_generate_greedy", [&] {
-        nld::context& c = *ctx->impl;
-        const nld::hparams& hp = c.mdl.hp;
+nld_generate_params nld_generate_default_params(void) {
+    nld_generate_params p;
+    std::memset(&p, 0, sizeof p);
+    p.mode = NLD_MODE_AR;
+    p.max_new_tokens = 256;
+    p.block_length = 0;
+    p.threshold = -1.0f;
+    p.temperature = 0.0f;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.seed = 0;
+    p.stop_tokens = nullptr;
+    p.n_stop_tokens = 0;
+    p.max_thinking_tokens = -1;
+    p.think_end_token = -1;
+    p.use_lora = 1;
+    p.ignore_eos = 0;
+    return p;
+}
+
+nld_status nld_generator_create(nld_context* ctx, const int32_t* prompt, int32_t n_prompt,
+                                const nld_generate_params* params, nld_generator** out_gen) {
+    NLD_REQUIRE(out_gen != nullptr, "nld_generator_create: out_gen is NULL");
+    *out_gen = nullptr;
+    NLD_REQUIRE(ctx != nullptr, "nld_generator_create: ctx is NULL");
+    NLD_REQUIRE(prompt != nullptr && n_prompt > 0, "nld_generator_create: the prompt is empty");
+    const nld_generate_params p = params ? *params : nld_generate_default_params();
+    nld::context& c = *ctx->impl;
+    const nld::hparams& hp = c.mdl.hp;
+    return guarded("nld_generator_create", [&] {
         check_tokens(c.mdl, prompt, n_prompt, "prompt");
-        if (n_prompt > c.cache.capacity())
-            throw nld::error(NLD_ERR_CONTEXT_FULL, "prompt of " + std::to_string(n_prompt) +
-                                                       " tokens does not fit n_ctx " +
-                                                       std::to_string(c.cache.capacity()));
-        // Reuse the longest cached prefix; re-evaluate at least the last
-        // prompt token, whose logits give the first new token.
-        int32_t keep = 0;
-        while (keep < n_prompt - 1 && keep < (int32_t)c.tokens.size() && c.tokens[keep] == prompt[keep]) ++keep;
-        c.cache.truncate(keep);
-        c.tokens.resize((size_t)keep);
-
-        std::vector<float> logits((size_t)hp.n_vocab);
-        nld::forward(c, prompt + keep, n_prompt - keep, nld::attention_kind::causal, nld::logits_rows::last,
-                     logits.data());
-        for (int32_t i = 0; i < max_new_tokens; ++i) {
-            const int32_t next = argmax_token(logits.data(), hp.n_vocab, hp.mask_token_id);
-            out_tokens[(*out_n)++] = next;
-            if (stop_at_eos && next == hp.eos_token_id) break;
-            if (i + 1 == max_new_tokens) break;  // the last token stays uncommitted
-            nld::forward(c, &next, 1, nld::attention_kind::causal, nld::logits_rows::last, logits.data());
+        nld::generate_params g;
+        g.mode = resolve_mode(p.mode, hp);
+        if (p.max_new_tokens < 1)
+            nld::fail_argument("max_new_tokens must be >= 1, got " + std::to_string(p.max_new_tokens));
+        g.max_new_tokens = p.max_new_tokens;
+        const bool block_mode = g.mode != nld::gen_mode::ar;
+        g.block_length = p.block_length != 0 ? p.block_length : hp.block_size;
+        if (block_mode && (g.block_length < 2 || g.block_length > 1024))
+            nld::fail_argument("block_length must be in [2, 1024], got " + std::to_string(g.block_length));
+        if (!(p.threshold < 0.0f || p.threshold <= 1.0f) || std::isnan(p.threshold))
+            nld::fail_argument("threshold must be in [0, 1] (or < 0 for the default), got " +
+                               std::to_string(p.threshold));
+        g.threshold = p.threshold >= 0.0f ? p.threshold : (g.mode == nld::gen_mode::diffusion ? 0.9f : 0.0f);
+        if (g.mode == nld::gen_mode::spec_quadratic && g.threshold > 0.0f)
+            nld::fail_argument("spec-quadratic drafts in one pass: threshold must be 0");
+        if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature))
+            nld::fail_argument("temperature must be >= 0, got " + std::to_string(p.temperature));
+        if (p.top_k < 0) nld::fail_argument("top_k must be >= 0, got " + std::to_string(p.top_k));
+        if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
+            nld::fail_argument("top_p must be in (0, 1], got " + std::to_string(p.top_p));
+        g.sampling = {p.temperature, p.top_k, p.top_p, p.seed, hp.mask_token_id};
+        if (p.n_stop_tokens < 0 || p.n_stop_tokens > 1024 || (p.n_stop_tokens > 0 && !p.stop_tokens))
+            nld::fail_argument("stop_tokens: bad count or NULL pointer");
+        check_tokens(c.mdl, p.stop_tokens, p.n_stop_tokens, "stop_tokens");
+        g.stop_tokens.assign(p.stop_tokens, p.stop_tokens + p.n_stop_tokens);
+        if (hp.eos_token_id >= 0 && !p.ignore_eos) g.stop_tokens.push_back(hp.eos_token_id);
+        g.max_thinking_tokens = p.max_thinking_tokens;
+        if (p.max_thinking_tokens >= 0) {
+            if (p.think_end_token < 0 || p.think_end_token >= hp.n_vocab || p.think_end_token == hp.mask_token_id)
+                nld::fail_argument("max_thinking_tokens needs a valid think_end_token, got " +
+                                   std::to_string(p.think_end_token));
+            g.think_end_token = p.think_end_token;
         }
+        g.use_lora = p.use_lora != 0;
+        auto handle = std::make_unique<nld_generator>();
+        handle->impl = std::make_unique<nld::generator>(c, std::vector<int32_t>(prompt, prompt + n_prompt), g);
+        *out_gen = handle.release();
         return NLD_OK;
     });
 }
+
+nld_status nld_generator_step(nld_generator* gen, nld_step* out) {
+    NLD_REQUIRE(gen != nullptr && out != nullptr, "nld_generator_step: NULL argument");
+    return guarded("nld_generator_step", [&] {
+        nld::generator& g = *gen->impl;
+        try {
+            g.step();
+        } catch (...) {
+            g.fail();  // a failed step ends the generation; the cache keeps only committed tokens
+            throw;
+        }
+        std::memset(out, 0, sizeof *out);
+        out->tokens = g.new_tokens.data();
+        out->n_tokens = (int32_t)g.new_tokens.size();
+        out->canvas = g.canvas.empty() ? nullptr : g.canvas.data();
+        out->n_canvas = (int32_t)g.canvas.size();
+        out->finish_reason = (int32_t)g.finish();
+        out->n_generated = (int32_t)g.output.size();
+        out->n_forwards = g.n_forwards;
+        out->n_rounds = (int32_t)g.accepted.size();
+        out->last_accepted = g.accepted_this_step ? g.accepted.back() : -1;
+        for (int32_t m : g.accepted) out->n_accepted += m;
+        return NLD_OK;
+    });
+}
+
+void nld_generator_cancel(nld_generator* gen) {
+    if (gen) gen->impl->cancel();
+}
+
+void nld_generator_free(nld_generator* gen) { delete gen; }
 
 }  // extern "C"

@@ -12,8 +12,28 @@
 
 namespace nld {
 
-enum class attention_kind { causal, bidirectional };
 enum class logits_rows { none, last, all };
+
+// Which keys each new row of a forward attends to, at which position it
+// sits, and what the pass keeps. Row r sees the whole cache [0, C), the new
+// rows [0, see_prefix[r]) and the new rows [group_lo[r], group_hi[r]).
+// Causal pass: see_prefix = r+1, no group. Bidirectional block: see_prefix =
+// 0, group = all rows. Quadratic speculation mixes both (docs/generation.md).
+struct row_layout {
+    std::vector<int32_t> positions;   // (n) absolute positions
+    std::vector<int32_t> see_prefix;  // (n)
+    std::vector<int32_t> group_lo;    // (n)
+    std::vector<int32_t> group_hi;    // (n)
+    int32_t lora_from = 0;  // rows >= lora_from add the drafter LoRA (n: none)
+    int32_t n_commit = 0;   // leading rows appended to the cache after the pass
+
+    int32_t size() const { return (int32_t)positions.size(); }
+    // n causal rows after C cached tokens, committed, no LoRA.
+    static row_layout causal(int32_t first_pos, int32_t n);
+    // A bidirectional block of n rows after C cached tokens: reads the cache,
+    // commits nothing; with_lora turns the drafter on for every row.
+    static row_layout bidirectional(int32_t first_pos, int32_t n, bool with_lora);
+};
 
 // Activations of one forward over n tokens (grown on demand, reused).
 struct forward_scratch {
@@ -24,13 +44,19 @@ struct forward_scratch {
     std::vector<float> v;          // (n, n_head_kv*head_dim)
     std::vector<float> attn;       // (n, n_head*head_dim)
     std::vector<float> proj;       // (n, n_embd)
+    std::vector<float> lora_mid;   // (n, lora rank)
     std::vector<float> gate;       // (n, n_ff)
     std::vector<float> up;         // (n, n_ff)
-    std::vector<int32_t> positions;  // (n)
 };
 
 struct context {
     context(const model& m, int32_t n_ctx, int32_t n_threads);
+
+    // Drops cached tokens from position n_keep on (cache and token list).
+    void truncate(int32_t n_keep) {
+        cache.truncate(n_keep);
+        tokens.resize((size_t)n_keep);
+    }
 
     const model& mdl;
     kv_cache cache;
@@ -39,10 +65,9 @@ struct context {
     forward_scratch scratch;
 };
 
-// One forward pass (forward.cpp). Causal passes commit the new tokens to the
-// cache; bidirectional passes leave it as it was. Writes the requested logits
-// rows to logits_out (rows x n_vocab).
-void forward(context& ctx, const int32_t* tokens, int32_t n, attention_kind kind, logits_rows rows,
-             float* logits_out);
+// One forward pass (forward.cpp) over layout.size() new tokens. Appends the
+// first layout.n_commit rows to the cache; writes the requested logits rows
+// to logits_out (rows x n_vocab).
+void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logits_rows rows, float* logits_out);
 
 }  // namespace nld

@@ -1,6 +1,9 @@
 // forward.cpp: the Ministral-3 / NLD forward pass (spec/nld-model.md section
 // 4), one function over the CPU ops, intermediates named as in the spec so
-// they can be dumped and compared with PyTorch.
+// they can be dumped and compared with PyTorch. Which keys each row sees,
+// which rows use the drafter LoRA and which rows are committed to the cache
+// come from the row_layout (context.h).
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -12,30 +15,75 @@ namespace nld {
 context::context(const model& m, int32_t n_ctx, int32_t n_threads)
     : mdl(m), cache(m.hp.n_layer, n_ctx, m.hp.n_head_kv * m.hp.head_dim), pool(n_threads) {}
 
-void forward(context& ctx, const int32_t* tokens, int32_t n, attention_kind kind, logits_rows rows,
-             float* logits_out) {
+row_layout row_layout::causal(int32_t first_pos, int32_t n) {
+    row_layout l;
+    for (int32_t r = 0; r < n; ++r) {
+        l.positions.push_back(first_pos + r);
+        l.see_prefix.push_back(r + 1);
+        l.group_lo.push_back(0);
+        l.group_hi.push_back(0);
+    }
+    l.lora_from = n;
+    l.n_commit = n;
+    return l;
+}
+
+row_layout row_layout::bidirectional(int32_t first_pos, int32_t n, bool with_lora) {
+    row_layout l;
+    for (int32_t r = 0; r < n; ++r) {
+        l.positions.push_back(first_pos + r);
+        l.see_prefix.push_back(0);
+        l.group_lo.push_back(0);
+        l.group_hi.push_back(n);
+    }
+    l.lora_from = with_lora ? 0 : n;
+    l.n_commit = 0;
+    return l;
+}
+
+// Rejects layouts that would read or write outside the new rows or the cache.
+static void check_layout(const context& ctx, const row_layout& l) {
+    const int32_t n = l.size();
+    const int32_t C = ctx.cache.n_cached();
+    if (n < 1) fail_argument("forward: no tokens");
+    if ((int32_t)l.see_prefix.size() != n || (int32_t)l.group_lo.size() != n || (int32_t)l.group_hi.size() != n)
+        fail_argument("forward: inconsistent row layout");
+    for (int32_t r = 0; r < n; ++r) {
+        const bool group_ok = l.group_lo[r] == l.group_hi[r] ||
+                              (l.group_lo[r] >= l.see_prefix[r] && l.group_lo[r] < l.group_hi[r] && l.group_hi[r] <= n);
+        if (l.see_prefix[r] < 0 || l.see_prefix[r] > n || !group_ok || l.positions[r] < 0)
+            fail_argument("forward: invalid visibility for row " + std::to_string(r));
+    }
+    if (l.lora_from < 0 || l.lora_from > n || l.n_commit < 0 || l.n_commit > n)
+        fail_argument("forward: invalid lora_from or n_commit");
+    if (l.lora_from < n && !ctx.mdl.drafter) fail_argument("forward: the drafter LoRA is not loaded");
+    if (l.n_commit > ctx.cache.capacity() - C)
+        throw error(NLD_ERR_CONTEXT_FULL, "forward of " + std::to_string(l.n_commit) + " tokens after " +
+                                              std::to_string(C) + " cached exceeds n_ctx " +
+                                              std::to_string(ctx.cache.capacity()));
+}
+
+void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logits_rows rows, float* logits_out) {
+    check_layout(ctx, layout);
     const model& m = ctx.mdl;
     const hparams& hp = m.hp;
+    const int32_t n = layout.size();
     const int64_t E = hp.n_embd, HD = hp.head_dim, Q = (int64_t)hp.n_head * HD, KV = (int64_t)hp.n_head_kv * HD;
-    const int32_t first_pos = ctx.cache.n_cached();  // C: the new tokens sit at C .. C+n-1
-    if (n > ctx.cache.capacity() - first_pos)
-        throw error(NLD_ERR_CONTEXT_FULL, "forward of " + std::to_string(n) + " tokens after " +
-                                              std::to_string(first_pos) + " cached exceeds n_ctx " +
-                                              std::to_string(ctx.cache.capacity()));
-    const int64_t n_keys = first_pos + n;
-    const bool causal = kind == attention_kind::causal;
+    const int32_t C = ctx.cache.n_cached();
+    const int32_t n_lora = n - layout.lora_from;
+    const attention_rows visibility{layout.see_prefix.data(), layout.group_lo.data(), layout.group_hi.data()};
 
     forward_scratch& s = ctx.scratch;
     s.hidden.resize(n * E); s.normed.resize(n * E); s.proj.resize(n * E);
     s.q.resize(n * Q); s.attn.resize(n * Q); s.k.resize(n * KV); s.v.resize(n * KV);
-    s.gate.resize(n * hp.n_ff); s.up.resize(n * hp.n_ff); s.positions.resize(n);
+    s.gate.resize(n * hp.n_ff); s.up.resize(n * hp.n_ff);
+    if (n_lora > 0) s.lora_mid.resize((size_t)n_lora * m.drafter->rank);
 
     // Query scale of Ministral-3 long context: 1 + beta*ln(1 + floor(pos/L)),
     // applied after RoPE; exactly 1 below L.
     std::vector<float> q_scale(n);
     for (int32_t t = 0; t < n; ++t) {
-        s.positions[t] = first_pos + t;
-        const double blocks = std::floor((double)s.positions[t] / (double)hp.rope_orig_ctx);
+        const double blocks = std::floor((double)layout.positions[t] / (double)hp.rope_orig_ctx);
         q_scale[t] = (float)(1.0 + hp.attn_temperature_scale * std::log1p(blocks));
     }
 
@@ -54,20 +102,30 @@ void forward(context& ctx, const int32_t* tokens, int32_t n, attention_kind kind
         matmul(ctx.pool, L.wv, s.normed.data(), s.v.data(), n);
 
         // RoPE on q and k at absolute positions, then the query scale.
-        rope_adjacent(s.q.data(), n, hp.n_head, HD, s.positions.data(), m.rope_inv_freq.data(), hp.yarn_attn_factor);
-        rope_adjacent(s.k.data(), n, hp.n_head_kv, HD, s.positions.data(), m.rope_inv_freq.data(),
+        rope_adjacent(s.q.data(), n, hp.n_head, HD, layout.positions.data(), m.rope_inv_freq.data(),
+                      hp.yarn_attn_factor);
+        rope_adjacent(s.k.data(), n, hp.n_head_kv, HD, layout.positions.data(), m.rope_inv_freq.data(),
                       hp.yarn_attn_factor);
         for (int32_t t = 0; t < n; ++t)
             for (int64_t i = 0; i < Q; ++i) s.q[t * Q + i] *= q_scale[t];
 
-        // Stage the new K/V in cache slots C..C+n-1; only causal passes commit them.
-        std::copy(s.k.begin(), s.k.end(), k_cache + (size_t)first_pos * KV);
-        std::copy(s.v.begin(), s.v.end(), v_cache + (size_t)first_pos * KV);
+        // a = softmax(q k^T / sqrt(head_dim) + mask) v over cache + visible new rows
+        attention(ctx.pool, s.q.data(), k_cache, v_cache, C, s.k.data(), s.v.data(), visibility, s.attn.data(), n,
+                  hp.n_head, hp.n_head_kv, HD, softmax_scale);
+        // The committed rows' K/V join the cache (slots C .. C+n_commit-1).
+        std::copy(s.k.begin(), s.k.begin() + layout.n_commit * KV, k_cache + (size_t)C * KV);
+        std::copy(s.v.begin(), s.v.begin() + layout.n_commit * KV, v_cache + (size_t)C * KV);
 
-        // a = softmax(q k^T / sqrt(head_dim) + mask) v; h += a Wo^T
-        attention(ctx.pool, s.q.data(), k_cache, v_cache, s.attn.data(), n, n_keys, first_pos, causal, hp.n_head,
-                  hp.n_head_kv, HD, softmax_scale);
+        // h += a Wo^T (+ scale * (a A^T) B^T on the drafter rows)
         matmul(ctx.pool, L.wo, s.attn.data(), s.proj.data(), n);
+        if (n_lora > 0) {
+            const lora_adapter& lora = *m.drafter;
+            const int64_t first = layout.lora_from;
+            std::vector<float> delta((size_t)n_lora * E);
+            matmul(ctx.pool, lora.a[il], &s.attn[first * Q], s.lora_mid.data(), n_lora);
+            matmul(ctx.pool, lora.b[il], s.lora_mid.data(), delta.data(), n_lora);
+            for (int64_t i = 0; i < (int64_t)n_lora * E; ++i) s.proj[first * E + i] += lora.scale * delta[i];
+        }
         for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];
 
         // h += Wdown(silu(Wgate x) * Wup x)
@@ -79,10 +137,8 @@ void forward(context& ctx, const int32_t* tokens, int32_t n, attention_kind kind
         for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];
     }
 
-    if (causal) {
-        ctx.cache.commit(n);
-        ctx.tokens.insert(ctx.tokens.end(), tokens, tokens + n);
-    }
+    ctx.cache.commit(layout.n_commit);
+    ctx.tokens.insert(ctx.tokens.end(), tokens, tokens + layout.n_commit);
 
     // logits = rmsnorm(h) Whead^T, only for the rows asked for.
     if (rows == logits_rows::none) return;

@@ -4,6 +4,7 @@
 #include "model.h"
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <unordered_set>
 
@@ -150,7 +151,34 @@ std::vector<float> rope_inverse_frequencies(const hparams& hp) {
     return inv;
 }
 
-std::unique_ptr<model> load_model(const std::string& path) {
+std::unique_ptr<lora_adapter> load_lora(const model& m, const std::string& path) {
+    auto lora = std::make_unique<lora_adapter>();
+    lora->file = gguf_file::open(path);
+    const gguf_file& f = *lora->file;
+    if (f.get_string("general.type", "") != "adapter" || f.get_string("adapter.type", "") != "lora")
+        fail_format(path + ": not a LoRA adapter (general.type must be 'adapter', adapter.type 'lora')");
+    const std::string_view arch = f.get_string("general.architecture", "");
+    if (arch != kArch) fail_unsupported(path + ": adapter architecture '" + std::string(arch) + "' is not mistral3");
+    const gguf_tensor* a0 = f.find_tensor("blk.0.attn_output.weight.lora_a");
+    if (!a0 || a0->n_dims != 2 || a0->ne[1] < 1 || a0->ne[1] > 4096)
+        fail_format(path + ": missing or malformed tensor 'blk.0.attn_output.weight.lora_a'");
+    lora->rank = (int32_t)a0->ne[1];
+    const double alpha = f.require_float("adapter.lora.alpha");
+    if (!(alpha > 0.0) || !std::isfinite(alpha)) fail_format(path + ": adapter.lora.alpha must be > 0");
+    lora->scale = (float)(alpha / lora->rank);
+    const hparams& hp = m.hp;
+    const int64_t Q = (int64_t)hp.n_head * hp.head_dim;
+    for (int32_t i = 0; i < hp.n_layer; ++i) {
+        const std::string p = "blk." + std::to_string(i) + ".attn_output.weight.lora_";
+        lora->a.push_back(bind_matrix(f, p + "a", Q, lora->rank));
+        lora->b.push_back(bind_matrix(f, p + "b", lora->rank, hp.n_embd));
+    }
+    if (f.tensors().size() != (size_t)hp.n_layer * 2)
+        fail_unsupported(path + ": the adapter has tensors other than attn_output lora_a/lora_b per layer");
+    return lora;
+}
+
+std::unique_ptr<model> load_model(const std::string& path, const char* lora_path) {
     auto m = std::make_unique<model>();
     m->file = gguf_file::open(path);
     const gguf_file& f = *m->file;
@@ -218,6 +246,17 @@ std::unique_ptr<model> load_model(const std::string& path) {
         fail_format("unexpected tensor '" + t.name + "'");
     }
     m->rope_inv_freq = rope_inverse_frequencies(hp);
+
+    std::string adapter = lora_path ? lora_path : "";
+    if (!lora_path) {
+        const std::string stem = path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0
+                                     ? path.substr(0, path.size() - 5) : path;
+        if (FILE* probe = std::fopen((stem + ".lora.gguf").c_str(), "rb")) {
+            std::fclose(probe);
+            adapter = stem + ".lora.gguf";
+        }
+    }
+    if (!adapter.empty()) m->drafter = load_lora(*m, adapter);
     return m;
 }
 

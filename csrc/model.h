@@ -50,6 +50,16 @@ struct layer_weights {
     weight_matrix ffn_down;            // (n_embd, n_ff)
 };
 
+// The drafter LoRA of self-speculation (spec section 6.4): on o_proj only,
+// delta W_o = scale * B A, applied per pass (never merged into W_o).
+struct lora_adapter {
+    std::unique_ptr<gguf_file> file;
+    int32_t rank = 0;
+    float scale = 0.0f;             // adapter.lora.alpha / rank
+    std::vector<weight_matrix> a;   // (n_layer) each (rank, n_head*head_dim)
+    std::vector<weight_matrix> b;   // (n_layer) each (n_embd, rank)
+};
+
 struct model {
     std::unique_ptr<gguf_file> file;
     hparams hp;
@@ -58,10 +68,16 @@ struct model {
     const float* output_norm = nullptr;  // (n_embd)
     weight_matrix output;              // (n_vocab, n_embd), untied in NLD files
     std::vector<float> rope_inv_freq;  // (head_dim / 2)
+    std::unique_ptr<lora_adapter> drafter;  // null without an adapter file
 };
 
-// Opens, validates and binds a model. Throws nld::error naming the problem.
-std::unique_ptr<model> load_model(const std::string& path);
+// Opens, validates and binds a model. lora_path: the drafter adapter GGUF;
+// nullptr looks for "<model without .gguf>.lora.gguf" beside the model and
+// loads it when present; "" loads none. Throws nld::error naming the problem.
+std::unique_ptr<model> load_model(const std::string& path, const char* lora_path);
+
+// Opens and validates a drafter adapter for m. Throws nld::error.
+std::unique_ptr<lora_adapter> load_lora(const model& m, const std::string& path);
 
 // YaRN inverse frequencies exactly as transformers computes them (spec
 // section 4); plain RoPE when yarn is false. Exposed for tests.

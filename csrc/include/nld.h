@@ -68,9 +68,30 @@ typedef enum nld_logits {
 
 typedef struct nld_model nld_model;
 typedef struct nld_context nld_context;
+typedef struct nld_generator nld_generator;
+
+/* Generation modes (spec/nld-model.md section 6). */
+typedef enum nld_mode {
+    NLD_MODE_AR = 0,
+    NLD_MODE_DIFFUSION = 1,      /* block diffusion with confidence commit */
+    NLD_MODE_SPEC = 2,           /* linear self-speculation */
+    NLD_MODE_SPEC_QUADRATIC = 3  /* quadratic self-speculation */
+} nld_mode;
+
+typedef enum nld_finish {
+    NLD_FINISH_NONE = 0,      /* still running */
+    NLD_FINISH_STOP = 1,      /* EOS or a stop token was emitted (included) */
+    NLD_FINISH_LENGTH = 2,    /* max_new_tokens reached */
+    NLD_FINISH_CONTEXT = 3,   /* the next forward would not fit in n_ctx */
+    NLD_FINISH_CANCELLED = 4
+} nld_finish;
 
 typedef struct nld_model_params {
-    int32_t n_threads; /* threads used while loading; <= 0: all cores */
+    int32_t n_threads;      /* threads used while loading; <= 0: all cores */
+    /* The drafter LoRA adapter GGUF for self-speculation. NULL: load
+     * "<model without .gguf>.lora.gguf" when it exists beside the model;
+     * "": load none. */
+    const char* lora_path;
 } nld_model_params;
 
 typedef struct nld_context_params {
@@ -82,6 +103,42 @@ typedef struct nld_forward_params {
     int32_t attention; /* nld_attention */
     int32_t logits;    /* nld_logits */
 } nld_forward_params;
+
+typedef struct nld_generate_params {
+    int32_t mode;            /* nld_mode */
+    int32_t max_new_tokens;  /* >= 1 */
+    int32_t block_length;    /* block modes; 0: the model's diffusion.block_size */
+    float threshold;         /* confidence threshold in [0, 1]; < 0: the mode's
+                                default (diffusion 0.9, speculation 0). Diffusion
+                                with 0: the fixed schedule. */
+    float temperature;       /* 0: greedy; > 0: sampling */
+    int32_t top_k;           /* 0: no limit */
+    float top_p;             /* (0, 1]; 1: no limit */
+    uint64_t seed;           /* sampling seed */
+    const int32_t* stop_tokens; /* extra stop ids besides the model's EOS */
+    int32_t n_stop_tokens;
+    int32_t max_thinking_tokens; /* diffusion: place think_end_token at this
+                                    output index if none came yet; < 0: off */
+    int32_t think_end_token;     /* the </think> id; < 0: none */
+    int32_t use_lora;        /* speculation drafts use the drafter LoRA when loaded */
+    int32_t ignore_eos;      /* 1: the model's EOS does not stop (stop_tokens still do) */
+} nld_generate_params;
+
+/* What one step did, and the running counters. */
+typedef struct nld_step {
+    const int32_t* tokens;   /* tokens emitted by this step, in order */
+    int32_t n_tokens;
+    const int32_t* canvas;   /* block modes: the current block, mask id where
+                                still masked (diffusion) or the verified draft
+                                (speculation); NULL in AR */
+    int32_t n_canvas;
+    int32_t finish_reason;   /* nld_finish */
+    int32_t n_generated;     /* tokens emitted so far */
+    int64_t n_forwards;      /* forward passes so far, counted per mode */
+    int32_t n_rounds;        /* speculation rounds so far */
+    int32_t last_accepted;   /* drafts accepted in this step's round; -1 if none */
+    int64_t n_accepted;      /* drafts accepted over all rounds */
+} nld_step;
 
 /* Hyper-parameters and metadata read from the GGUF (copied out). */
 typedef struct nld_model_info {
@@ -106,6 +163,7 @@ typedef struct nld_model_info {
     int32_t block_size;         /* 0 when the file has no diffusion keys */
     int32_t file_type;          /* general.file_type */
     int32_t has_diffusion;      /* 1 when the diffusion keys are present */
+    int32_t lora_rank;          /* drafter adapter rank, 0 when none is loaded */
 } nld_model_info;
 
 /* Version and errors. */
@@ -147,15 +205,23 @@ NLD_API nld_status nld_context_forward(nld_context* ctx, const int32_t* tokens, 
                                        const nld_forward_params* params, float* logits_out,
                                        size_t logits_capacity);
 
-/* Greedy autoregressive generation. Reuses the cached prefix that matches the
- * prompt (longest common prefix), evaluates the rest, then generates up to
- * max_new_tokens (stopping after EOS when stop_at_eos != 0). The mask token is
- * never produced. Writes the new tokens to out_tokens (capacity out_capacity)
- * and their count to *out_n. */
-NLD_API nld_status nld_context_generate_greedy(nld_context* ctx, const int32_t* prompt,
-                                               int32_t n_prompt, int32_t max_new_tokens,
-                                               int32_t stop_at_eos, int32_t* out_tokens,
-                                               int32_t out_capacity, int32_t* out_n);
+/* Generation (docs/generation.md gives every rule). A generator runs one
+ * generation on a context: create it with the prompt, call
+ * nld_generator_step until the step's finish_reason is not NLD_FINISH_NONE,
+ * free it. The prompt reuses the context's cached prefix (longest common
+ * prefix), whatever mode produced it. One generator per context at a time;
+ * the context must outlive it. nld_generator_cancel may be called from any
+ * thread: the running or next step ends with NLD_FINISH_CANCELLED at the next
+ * point where the cache holds only emitted tokens. */
+NLD_API nld_generate_params nld_generate_default_params(void);
+NLD_API nld_status nld_generator_create(nld_context* ctx, const int32_t* prompt, int32_t n_prompt,
+                                        const nld_generate_params* params, nld_generator** out_gen);
+/* One step: an AR token, a diffusion denoise pass (plus the commit pass
+ * that ends a block), or a speculation round. Fills *out_step; its pointers
+ * stay valid until the next step or free. */
+NLD_API nld_status nld_generator_step(nld_generator* gen, nld_step* out_step);
+NLD_API void nld_generator_cancel(nld_generator* gen);
+NLD_API void nld_generator_free(nld_generator* gen);
 
 /* NLD_CDEF_END */
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._binding import NldError, check, ffi, lib
+from .generation import GenerationResult, Generator, generation_params, run_to_end
 
 _ATTENTION = {"causal": lib.NLD_ATTENTION_CAUSAL, "bidirectional": lib.NLD_ATTENTION_BIDIRECTIONAL}
 _LOGITS = {"none": lib.NLD_LOGITS_NONE, "last": lib.NLD_LOGITS_LAST, "all": lib.NLD_LOGITS_ALL}
@@ -40,6 +41,7 @@ class ModelInfo:
     block_size: int
     file_type: int
     has_diffusion: bool
+    lora_rank: int
 
 
 def _free_handles(model: Any, ctx: Any) -> None:
@@ -63,14 +65,16 @@ def _as_tokens(tokens: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
 class Model:
     """A GGUF model loaded by the core, with one context (KV cache).
 
-    ``Model(path, n_ctx=0, n_threads=0)``: ``n_ctx`` <= 0 takes
-    min(training context, 4096); ``n_threads`` <= 0 uses every core. Use as a
+    ``Model(path, n_ctx=0, n_threads=0, lora_path=None)``: ``n_ctx`` <= 0 takes
+    min(training context, 4096); ``n_threads`` <= 0 uses every core;
+    ``lora_path`` is the drafter adapter for self-speculation (None: the
+    ``<model>.lora.gguf`` beside the model when present; "": none). Use as a
     context manager or call :meth:`close`; any use after close raises.
     A Model is not safe to use from two threads at once.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 0, n_threads: int = 0,
-                 verbose: bool = False):
+                 lora_path: str | os.PathLike[str] | None = None, verbose: bool = False):
         self._model: Any = None
         self._ctx: Any = None
         self._release: Any = lambda: None
@@ -79,6 +83,9 @@ class Model:
             raise FileNotFoundError(f"model file not found: {path}")
         mparams = lib.nld_model_default_params()
         mparams.n_threads = int(n_threads)
+        # None: the core loads "<model>.lora.gguf" beside the model if present.
+        lora_arg = ffi.NULL if lora_path is None else ffi.new("char[]", os.fsencode(os.fspath(lora_path)))
+        mparams.lora_path = lora_arg
         out_model = ffi.new("nld_model **")
         try:
             check(lib.nld_model_load(os.fsencode(path), ffi.addressof(mparams), out_model))
@@ -126,6 +133,11 @@ class Model:
         return self._ctx
 
     # -- metadata -------------------------------------------------------
+    @property
+    def has_lora(self) -> bool:
+        """Whether a drafter LoRA adapter is loaded (self-speculation drafts)."""
+        return self.info.lora_rank > 0
+
     @property
     def n_vocab(self) -> int:
         return self.info.n_vocab
@@ -177,20 +189,44 @@ class Model:
         """Drop cached tokens from position n_keep on."""
         check(lib.nld_context_truncate(self._live(), int(n_keep)))
 
-    def generate_greedy(self, prompt: Sequence[int] | np.ndarray, max_new_tokens: int = 32,
-                        stop_at_eos: bool = True) -> list[int]:
-        """Greedy autoregressive generation; reuses the cached prefix that
-        matches the prompt. Returns the new token ids (EOS included when hit)."""
+    def generate_steps(self, prompt: Sequence[int] | np.ndarray, *, mode: str = "ar", max_tokens: int = 256,
+                       block_length: int | None = None, threshold: float | None = None, temperature: float = 0.0,
+                       top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_tokens: Sequence[int] = (),
+                       max_thinking_tokens: int | None = None, think_end_token: int | None = None,
+                       use_lora: bool = True, ignore_eos: bool = False) -> Generator:
+        """Start a generation and return it as an iterator of GenerationStep.
+
+        mode: "ar", "diffusion" (block diffusion, threshold default 0.9; 0
+        selects the fixed schedule), "spec" (linear self-speculation,
+        threshold default 0) or "spec-quadratic". block_length defaults to the
+        model's. The model's EOS stops unless ignore_eos; stop_tokens adds more. The
+        prompt reuses the cached prefix it shares with the previous
+        generation, whatever its mode. Call cancel() on the returned object
+        (from any thread) to stop early.
+        """
         ctx = self._live()
         toks = _as_tokens(prompt, "prompt")
+        params, stop_buf = generation_params(
+            mode=mode, max_tokens=max_tokens, block_length=block_length, threshold=threshold,
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_tokens=stop_tokens,
+            max_thinking_tokens=max_thinking_tokens, think_end_token=think_end_token, use_lora=use_lora,
+            ignore_eos=ignore_eos)
+        return Generator(ctx, toks, params, keep_alive=(stop_buf, self))
+
+    def generate(self, prompt: Sequence[int] | np.ndarray, **kwargs: Any) -> GenerationResult:
+        """Run a generation to the end (same arguments as generate_steps);
+        returns the tokens, finish reason, forward count, accepted lengths
+        and wall time."""
+        return run_to_end(self.generate_steps(prompt, **kwargs))
+
+    def generate_greedy(self, prompt: Sequence[int] | np.ndarray, max_new_tokens: int = 32,
+                        stop_at_eos: bool = True) -> list[int]:
+        """Greedy autoregressive generation of token ids (mode "ar")."""
         if max_new_tokens < 0:
             raise ValueError("max_new_tokens must be >= 0")
-        out = np.empty(max(1, max_new_tokens), dtype=np.int32)
-        n_out = ffi.new("int32_t *")
-        check(lib.nld_context_generate_greedy(ctx, ffi.from_buffer("int32_t[]", toks), len(toks), int(max_new_tokens),
-                                              1 if stop_at_eos else 0, ffi.from_buffer("int32_t[]", out),
-                                              int(max_new_tokens), n_out))
-        return out[: n_out[0]].tolist()
+        if max_new_tokens == 0:
+            return []
+        return self.generate(prompt, mode="ar", max_tokens=max_new_tokens, ignore_eos=not stop_at_eos).tokens
 
 
 __all__ = ["Model", "ModelInfo", "NldError"]

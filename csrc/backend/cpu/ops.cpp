@@ -92,33 +92,40 @@ void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const
     }
 }
 
-void attention(threadpool& pool, const float* q, const float* k_cache, const float* v_cache,
-               float* out, int64_t n, int64_t n_keys, int64_t first_pos, bool causal,
+void attention(threadpool& pool, const float* q, const float* cache_k, const float* cache_v, int64_t n_cached,
+               const float* new_k, const float* new_v, const attention_rows& rows, float* out, int64_t n,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale) {
     const int64_t group = n_head / n_head_kv;
     const int64_t q_stride = n_head * head_dim, kv_stride = n_head_kv * head_dim;
     pool.parallel_for(n * n_head, [&](int64_t begin, int64_t end) {
-        std::vector<float> scores((size_t)n_keys);
+        std::vector<float> scores;
+        std::vector<const float*> values;  // the value row of each visible key
         for (int64_t job = begin; job < end; ++job) {
             const int64_t t = job / n_head, h = job % n_head, kvh = h / group;
-            const int64_t n_visible = causal ? std::min(n_keys, first_pos + t + 1) : n_keys;
             const float* qv = q + t * q_stride + h * head_dim;
+            scores.clear();
+            values.clear();
+            auto visit = [&](const float* keys, const float* vals, int64_t lo, int64_t hi) {
+                for (int64_t s = lo; s < hi; ++s) {
+                    scores.push_back(dot_f32(qv, keys + s * kv_stride + kvh * head_dim, head_dim) * scale);
+                    values.push_back(vals + s * kv_stride + kvh * head_dim);
+                }
+            };
+            visit(cache_k, cache_v, 0, n_cached);
+            visit(new_k, new_v, 0, rows.see_prefix[t]);
+            visit(new_k, new_v, rows.group_lo[t], rows.group_hi[t]);
             float max_score = -INFINITY;
-            for (int64_t s = 0; s < n_visible; ++s) {
-                scores[s] = dot_f32(qv, k_cache + s * kv_stride + kvh * head_dim, head_dim) * scale;
-                max_score = std::max(max_score, scores[s]);
-            }
+            for (float sc : scores) max_score = std::max(max_score, sc);
             float sum = 0.0f;
-            for (int64_t s = 0; s < n_visible; ++s) {
-                scores[s] = std::exp(scores[s] - max_score);
-                sum += scores[s];
+            for (float& sc : scores) {
+                sc = std::exp(sc - max_score);
+                sum += sc;
             }
             float* o = out + t * q_stride + h * head_dim;
             std::fill(o, o + head_dim, 0.0f);
-            for (int64_t s = 0; s < n_visible; ++s) {
+            for (size_t s = 0; s < scores.size(); ++s) {
                 const float p = scores[s] / sum;
-                const float* vv = v_cache + s * kv_stride + kvh * head_dim;
-                for (int64_t d = 0; d < head_dim; ++d) o[d] += p * vv[d];
+                for (int64_t d = 0; d < head_dim; ++d) o[d] += p * values[s][d];
             }
         }
     });

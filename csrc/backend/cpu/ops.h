@@ -36,12 +36,18 @@ void rmsnorm(const float* x, const float* weight, float* out, int64_t n, int64_t
 void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
                    const float* inv_freq, float attn_factor);
 
-// Attention for n queries over keys [0, n_keys). Query row i sits at position
-// first_pos + i; with causal = true it sees keys 0..first_pos+i, otherwise
-// all n_keys. GQA: q head h reads kv head h / (n_head / n_head_kv).
-// q: (n, n_head*hd); k_cache, v_cache: (n_keys, n_head_kv*hd); out: (n, n_head*hd).
-void attention(threadpool& pool, const float* q, const float* k_cache, const float* v_cache,
-               float* out, int64_t n, int64_t n_keys, int64_t first_pos, bool causal,
+// Attention of n new rows. Row t sees the n_cached cache keys, the new keys
+// [0, see_prefix[t]) and the new keys [group_lo[t], group_hi[t]) (disjoint
+// from the prefix). GQA: q head h reads kv head h / (n_head / n_head_kv).
+// q: (n, n_head*hd); cache_k, cache_v: (n_cached, n_head_kv*hd);
+// new_k, new_v: (n, n_head_kv*hd); out: (n, n_head*hd).
+struct attention_rows {
+    const int32_t* see_prefix;
+    const int32_t* group_lo;
+    const int32_t* group_hi;
+};
+void attention(threadpool& pool, const float* q, const float* cache_k, const float* cache_v, int64_t n_cached,
+               const float* new_k, const float* new_v, const attention_rows& rows, float* out, int64_t n,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale);
 
 // gate (n, d) <- silu(gate) * up.

@@ -1,0 +1,69 @@
+// diffusion.cpp: block diffusion with confidence commit (docs/generation.md
+// "Block diffusion"). A step is one denoise pass; the step that finishes a
+// block also runs the causal commit pass that writes it to the cache and
+// yields the next seed. Decided indices at the front of the block are
+// emitted as soon as they are contiguous, so streaming shows text early, and
+// an EOS or the budget among them ends the block without further passes.
+#include <algorithm>
+
+#include "modes/generator.h"
+
+namespace nld {
+
+namespace {
+
+// Emits the block's decided prefix past what was already emitted. Returns
+// true while generation goes on.
+bool emit_decided_prefix(generator& g) {
+    while (g.block_emitted_ < (int32_t)g.block_.size() && g.block_[g.block_emitted_] != g.mask_id()) {
+        if (!g.emit(g.block_[g.block_emitted_++])) return false;
+    }
+    return true;
+}
+
+// Starts a block at the current cache length: [seed, M x (B-1)], with
+// </think> placed at the budget position when this block crosses it.
+void start_block(generator& g) {
+    const int32_t B = g.params_.block_length;
+    g.block_.assign((size_t)B, g.mask_id());
+    g.block_[0] = g.seed_;
+    const int32_t T = g.params_.max_thinking_tokens, E = (int32_t)g.output.size();
+    if (T >= 0 && g.params_.think_end_token >= 0 && E <= T && T < E + B &&
+        std::find(g.output.begin(), g.output.end(), g.params_.think_end_token) == g.output.end())
+        g.block_[T - E] = g.params_.think_end_token;
+    g.block_pass_ = 0;
+    g.block_emitted_ = 0;
+    g.canvas = g.block_;
+    if (!emit_decided_prefix(g)) return;
+    if (!g.block_fits()) g.set_finish(finish_reason::context);
+}
+
+}  // namespace
+
+void step_diffusion(generator& g) {
+    if (!g.started_) {  // prefill (not counted in nfe), seed, first block
+        g.started_ = true;
+        g.seed_ = g.sampler_.choose(g.prefill());
+        start_block(g);
+        return;
+    }
+    const int32_t B = g.params_.block_length, C = g.ctx_.cache.n_cached();
+    const float* logits = g.run(g.block_, row_layout::bidirectional(C, B, false), logits_rows::all);
+    g.n_forwards += 1;
+    // Fixed schedule (threshold 0): the B-1 masks spread evenly over B
+    // passes, remainder first.
+    const int32_t fixed = std::max(1, (B - 1) / B + (g.block_pass_ < (B - 1) % B ? 1 : 0));
+    g.commit_confident(g.block_, logits, g.params_.threshold, fixed);
+    g.block_pass_ += 1;
+    g.canvas = g.block_;
+    if (!emit_decided_prefix(g)) return;
+    if (g.block_emitted_ < B) return;  // masks remain: next step denoises again
+
+    // Commit pass: the finished block joins the cache; its last row seeds the next.
+    logits = g.run(g.block_, row_layout::causal(C, B), logits_rows::last);
+    g.n_forwards += 1;
+    g.seed_ = g.sampler_.choose(logits);
+    start_block(g);
+}
+
+}  // namespace nld

@@ -1,0 +1,92 @@
+// generator.h: one generation over a context, stepped by the caller
+// (DESIGN.md "Data flow"). The rules of every mode are docs/generation.md;
+// the mode drivers (ar.cpp, diffusion.cpp, speculative.cpp) implement them on
+// the helpers below and only call the forward pass, never model internals.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "context.h"
+#include "sampling.h"
+
+namespace nld {
+
+enum class gen_mode { ar, diffusion, spec_linear, spec_quadratic };
+enum class finish_reason { none = 0, stop = 1, length = 2, context = 3, cancelled = 4 };
+
+struct generate_params {
+    gen_mode mode = gen_mode::ar;
+    int32_t max_new_tokens = 0;
+    int32_t block_length = 0;        // resolved: > 0
+    float threshold = 0.0f;          // resolved: in [0, 1]
+    sampling_params sampling;
+    std::vector<int32_t> stop_tokens;  // the model EOS plus the caller's
+    int32_t max_thinking_tokens = -1;  // < 0: no thinking budget
+    int32_t think_end_token = -1;
+    bool use_lora = true;            // drafts use the drafter LoRA when loaded
+};
+
+class generator {
+public:
+    // Validates nothing: api.cpp resolves and checks params.
+    generator(context& ctx, std::vector<int32_t> prompt, const generate_params& params);
+
+    // One step of the mode (an AR token, a denoise pass, a speculation
+    // round). Tokens emitted by it are in new_tokens. No-op once finished.
+    void step();
+    void cancel() { cancel_requested_.store(true); }
+
+    // After an error inside a step: ends the generation and drops any cache
+    // rows past what was emitted or prompted.
+    void fail();
+
+    bool finished() const { return finish_ != finish_reason::none; }
+    finish_reason finish() const { return finish_; }
+
+    std::vector<int32_t> new_tokens;  // emitted by the last step
+    std::vector<int32_t> output;      // everything emitted so far
+    std::vector<int32_t> canvas;      // block modes: the current block (mask id where masked)
+    std::vector<int32_t> accepted;    // speculation: accepted drafts per round
+    bool accepted_this_step = false;  // the last step ran a speculation round
+    int64_t n_forwards = 0;
+
+    // -- for the mode drivers --------------------------------------------
+    // Causal prefill of the prompt, reusing the cached prefix it shares;
+    // returns the last row's logits.
+    const float* prefill();
+    // A forward over rows laid out as asked; returns logits (rows x n_vocab).
+    const float* run(const std::vector<int32_t>& tokens, const row_layout& layout, logits_rows rows);
+    // Appends t to the output; sets finish on a stop token or the budget.
+    // Returns true while generation goes on.
+    bool emit(int32_t t);
+    bool is_stop(int32_t t) const;
+    bool cancel_requested() const { return cancel_requested_.load(); }
+    void set_finish(finish_reason r) { if (finish_ == finish_reason::none) finish_ = r; }
+    // Block modes: fills the masked indices of block with choices over
+    // logits rows; threshold > 0 commits the best one and those at or above
+    // it, threshold 0 commits `fixed_count` in confidence order. Returns how
+    // many were committed.
+    int32_t commit_confident(std::vector<int32_t>& block, const float* logits, float threshold, int32_t fixed_count);
+    int32_t mask_id() const { return ctx_.mdl.hp.mask_token_id; }
+    int32_t n_vocab() const { return ctx_.mdl.hp.n_vocab; }
+    bool block_fits() const { return ctx_.cache.n_cached() + params_.block_length <= ctx_.cache.capacity(); }
+
+    context& ctx_;
+    std::vector<int32_t> prompt_;
+    generate_params params_;
+    sampler sampler_;
+    std::atomic<bool> cancel_requested_{false};
+    finish_reason finish_ = finish_reason::none;
+    bool started_ = false;
+    std::vector<float> logits_;
+
+    // Mode state.
+    int32_t seed_ = -1;             // block modes: the token at block index 0
+    std::vector<int32_t> block_;    // diffusion: the block being denoised; quadratic: the next draft
+    int32_t block_pass_ = 0;        // diffusion: denoise passes in this block
+    int32_t block_emitted_ = 0;     // diffusion: block indices already emitted
+};
+
+}  // namespace nld

@@ -1,0 +1,140 @@
+"""Generation as an iterator of steps and as a one-shot call (the rules of
+every mode are in docs/generation.md; the algorithms run in the C++ core)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ._binding import check, ffi, lib
+
+MODES = {"ar": lib.NLD_MODE_AR, "diffusion": lib.NLD_MODE_DIFFUSION, "spec": lib.NLD_MODE_SPEC,
+         "spec-quadratic": lib.NLD_MODE_SPEC_QUADRATIC}
+FINISH = {lib.NLD_FINISH_NONE: None, lib.NLD_FINISH_STOP: "stop", lib.NLD_FINISH_LENGTH: "length",
+          lib.NLD_FINISH_CONTEXT: "context", lib.NLD_FINISH_CANCELLED: "cancelled"}
+
+
+@dataclass(frozen=True)
+class GenerationStep:
+    """What one step did: the tokens it emitted, the block canvas (block
+    modes; the mask id marks undecided positions), and the running counters."""
+
+    tokens: list[int]
+    canvas: list[int] | None
+    finish_reason: str | None
+    n_generated: int
+    n_forwards: int
+    n_rounds: int
+    accepted: int | None  # drafts accepted in this step's speculation round
+
+
+@dataclass
+class GenerationResult:
+    """A finished generation with the runtime's statistics."""
+
+    tokens: list[int]
+    finish_reason: str
+    n_forwards: int
+    accepted_lengths: list[int] = field(default_factory=list)
+    wall_time: float = 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return len(self.tokens) / self.n_forwards if self.n_forwards else 0.0
+
+
+def generation_params(*, mode: str, max_tokens: int, block_length: int | None, threshold: float | None,
+                      temperature: float, top_k: int, top_p: float, seed: int, stop_tokens: Sequence[int],
+                      max_thinking_tokens: int | None, think_end_token: int | None, use_lora: bool, ignore_eos: bool) -> tuple[Any, Any]:
+    """The C params struct (and the stop-token buffer it points into).
+    Types and ranges that Python can check are checked here; the core checks
+    the rest against the model and names the bad field."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+    if block_length is not None and (not isinstance(block_length, (int, np.integer)) or block_length < 1):
+        raise ValueError(f"block_length must be a positive integer, got {block_length!r}")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    if not float(temperature) >= 0.0:
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if int(top_k) < 0:
+        raise ValueError(f"top_k must be >= 0, got {top_k!r}")
+    stops = np.asarray(list(stop_tokens), dtype=np.int64)
+    if stops.size and (stops.min() < 0 or stops.max() >= 2**31):
+        raise ValueError("stop_tokens must be non-negative token ids")
+    stop_buf = np.ascontiguousarray(stops, dtype=np.int32)
+    p = lib.nld_generate_default_params()
+    p.mode = MODES[mode]
+    p.max_new_tokens = int(max_tokens)
+    p.block_length = int(block_length or 0)
+    p.threshold = -1.0 if threshold is None else float(threshold)
+    p.temperature = float(temperature)
+    p.top_k = int(top_k)
+    p.top_p = float(top_p)
+    p.seed = int(seed) & (2**64 - 1)
+    p.stop_tokens = ffi.from_buffer("int32_t[]", stop_buf) if stop_buf.size else ffi.NULL
+    p.n_stop_tokens = int(stop_buf.size)
+    p.max_thinking_tokens = -1 if max_thinking_tokens is None else int(max_thinking_tokens)
+    p.think_end_token = -1 if think_end_token is None else int(think_end_token)
+    p.use_lora = 1 if use_lora else 0
+    p.ignore_eos = 1 if ignore_eos else 0
+    return p, stop_buf
+
+
+class Generator:
+    """One running generation; iterate it for steps. cancel() may be called
+    from another thread; the generation then ends within one step."""
+
+    def __init__(self, ctx: Any, prompt: np.ndarray, params: Any, keep_alive: Any):
+        self._keep_alive = keep_alive  # the params' stop buffer and the owning Model
+        out = ffi.new("nld_generator **")
+        check(lib.nld_generator_create(ctx, ffi.from_buffer("int32_t[]", prompt), len(prompt), ffi.addressof(params),
+                                       out))
+        self._gen = ffi.gc(out[0], lib.nld_generator_free)
+        self._done = False
+
+    def cancel(self) -> None:
+        if self._gen is not None:
+            lib.nld_generator_cancel(self._gen)
+
+    def close(self) -> None:
+        if self._gen is not None:
+            gen, self._gen = self._gen, None
+            ffi.release(gen)
+
+    def __iter__(self) -> Iterator[GenerationStep]:
+        step = ffi.new("nld_step *")
+        try:
+            while not self._done and self._gen is not None:
+                check(lib.nld_generator_step(self._gen, step))
+                s = step[0]
+                finish = FINISH[s.finish_reason]
+                self._done = finish is not None
+                yield GenerationStep(
+                    tokens=ffi.unpack(s.tokens, s.n_tokens) if s.n_tokens else [],
+                    canvas=ffi.unpack(s.canvas, s.n_canvas) if s.n_canvas else None,
+                    finish_reason=finish, n_generated=s.n_generated, n_forwards=s.n_forwards,
+                    n_rounds=s.n_rounds, accepted=None if s.last_accepted < 0 else s.last_accepted)
+        finally:
+            self.close()
+
+
+def run_to_end(generator: Generator) -> GenerationResult:
+    t0 = time.perf_counter()
+    tokens: list[int] = []
+    accepted: list[int] = []
+    last: GenerationStep | None = None
+    for last in generator:
+        tokens.extend(last.tokens)
+        if last.accepted is not None:
+            accepted.append(last.accepted)
+    assert last is not None and last.finish_reason is not None
+    return GenerationResult(tokens=tokens, finish_reason=last.finish_reason, n_forwards=last.n_forwards,
+                            accepted_lengths=accepted, wall_time=time.perf_counter() - t0)
