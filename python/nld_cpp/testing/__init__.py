@@ -1,0 +1,5 @@
+"""Test helpers: random NLD checkpoints in the exact Hugging Face layout (numpy + stdlib only)."""
+
+from .checkpoints import CheckpointSpec, make_checkpoint, real_3b_spec
+
+__all__ = ["CheckpointSpec", "make_checkpoint", "real_3b_spec"]
