@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -98,6 +98,7 @@ class Generator:
         check(lib.nld_generator_create(ctx, ffi.from_buffer("int32_t[]", prompt), len(prompt), ffi.addressof(params),
                                        out))
         self._gen = ffi.gc(out[0], lib.nld_generator_free)
+        self._step = ffi.new("nld_step *")
         self._done = False
 
     def cancel(self) -> None:
@@ -109,21 +110,28 @@ class Generator:
             gen, self._gen = self._gen, None
             ffi.release(gen)
 
-    def __iter__(self) -> Iterator[GenerationStep]:
-        step = ffi.new("nld_step *")
+    def __iter__(self) -> "Generator":
+        return self
+
+    def __next__(self) -> GenerationStep:
+        if self._done or self._gen is None:
+            raise StopIteration
         try:
-            while not self._done and self._gen is not None:
-                check(lib.nld_generator_step(self._gen, step))
-                s = step[0]
-                finish = FINISH[s.finish_reason]
-                self._done = finish is not None
-                yield GenerationStep(
-                    tokens=ffi.unpack(s.tokens, s.n_tokens) if s.n_tokens else [],
-                    canvas=ffi.unpack(s.canvas, s.n_canvas) if s.n_canvas else None,
-                    finish_reason=finish, n_generated=s.n_generated, n_forwards=s.n_forwards,
-                    n_rounds=s.n_rounds, accepted=None if s.last_accepted < 0 else s.last_accepted)
-        finally:
+            check(lib.nld_generator_step(self._gen, self._step))
+        except BaseException:
             self.close()
+            raise
+        s = self._step[0]
+        finish = FINISH[s.finish_reason]
+        step = GenerationStep(
+            tokens=ffi.unpack(s.tokens, s.n_tokens) if s.n_tokens else [],
+            canvas=ffi.unpack(s.canvas, s.n_canvas) if s.n_canvas else None,
+            finish_reason=finish, n_generated=s.n_generated, n_forwards=s.n_forwards,
+            n_rounds=s.n_rounds, accepted=None if s.last_accepted < 0 else s.last_accepted)
+        if finish is not None:
+            self._done = True
+            self.close()
+        return step
 
 
 def run_to_end(generator: Generator) -> GenerationResult:
