@@ -282,7 +282,39 @@ def teacher_targets(model: TinyNLD, pairs: Sequence[Tuple[List[int], List[int]]]
     return out
 
 
-def train(c: Config, out: Path, base_ckpt: Optional[Path] = None, init_from: Optional[Path] = None) -> Path:
+def state_from_gguf(path: Path, c: Config) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
+    """The HF state dict and tokenizer.json of a GGUF that this script trained (and the converter wrote):
+    tensors dequantized with the `gguf` package, q/k rows permuted back to the rotate-half layout."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(str(path))
+    field = reader.fields["tokenizer.huggingface.json"]
+    tok_json = json.loads(bytes(field.parts[field.data[0]]).decode("utf-8"))
+    names = {"token_embd.weight": "encoder.embed_tokens.weight", "output_norm.weight": "encoder.norm.weight",
+             "output.weight": "diffusion_head.weight"}
+    suffixes = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+                "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+                "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    state = {}
+    for t in reader.tensors:
+        values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        shape = tuple(int(d) for d in reversed(t.shape))  # GGUF ne = [in, out] -> torch [out, in]
+        values = values.reshape(shape)
+        if t.name in names:
+            state[names[t.name]] = torch.from_numpy(values.copy())
+            continue
+        _, layer, kind, _ = t.name.split(".")
+        if kind in ("attn_q", "attn_k"):  # undo the converter's permutation (pairs adjacent -> halves)
+            n, width = values.shape
+            hd = c.head_dim
+            values = values.reshape(n // hd, hd // 2, 2, width).swapaxes(1, 2).reshape(n, width)
+        state[f"encoder.layers.{layer}.{suffixes[kind]}.weight"] = torch.from_numpy(np.ascontiguousarray(values))
+    return state, tok_json
+
+
+def train(c: Config, out: Path, base_ckpt: Optional[Path] = None, init_from: Optional[Path] = None,
+          init_from_gguf: Optional[Path] = None) -> Path:
     torch.manual_seed(c.seed)
     torch.set_num_threads(c.threads)
     rng = random.Random(c.seed)
@@ -295,6 +327,9 @@ def train(c: Config, out: Path, base_ckpt: Optional[Path] = None, init_from: Opt
         ex = next(stream)
         texts += [ex.prompt, ex.answer]
     tok_json = train_tokenizer(texts, c.vocab_merges)
+    gguf_state = None
+    if init_from_gguf is not None:  # its embeddings belong to its own tokenizer: keep both
+        gguf_state, tok_json = state_from_gguf(init_from_gguf, c)
     enc = Encoder(tok_json)
     log(f"tokenizer: {len(tok_json['model']['vocab'])} ids ({time.time() - t0:.0f}s)")  # type: ignore[index]
 
@@ -321,6 +356,10 @@ def train(c: Config, out: Path, base_ckpt: Optional[Path] = None, init_from: Opt
         info["init_from"] = {"path": str(init_from),
                              "training_info": json.loads((init_from / "training_info.json").read_text())}
         log(f"continuing from {init_from}")
+    if gguf_state is not None:
+        model.load_state_dict(gguf_state)
+        info["init_from_gguf"] = str(init_from_gguf)
+        log(f"continuing from the weights of {init_from_gguf}")
     if base_ckpt is None:
         opt = torch.optim.AdamW(model.parameters(), lr=c.lr, betas=(0.9, 0.95), weight_decay=c.weight_decay)
         for step in range(c.steps):
@@ -390,6 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--tiny-test", action="store_true", help="a seconds-long run on a tiny config (tests)")
     parser.add_argument("--lora-only", metavar="HF_DIR", help="reuse this checkpoint's base weights, train the LoRA")
     parser.add_argument("--init-from", metavar="HF_DIR", help="start the base from this checkpoint's weights")
+    parser.add_argument("--init-from-gguf", metavar="GGUF",
+                        help="start the base from a GGUF this script made (dequantized), with its tokenizer")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override Config fields")
     args = parser.parse_args(argv)
     c = Config(**TINY_TEST) if args.tiny_test else Config()
@@ -397,7 +438,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         key, value = item.split("=", 1)
         c = replace(c, **{key: type(getattr(c, key))(value)})
     train(c, Path(args.out), Path(args.lora_only) if args.lora_only else None,
-          Path(args.init_from) if args.init_from else None)
+          Path(args.init_from) if args.init_from else None,
+          Path(args.init_from_gguf) if args.init_from_gguf else None)
 
 
 if __name__ == "__main__":

@@ -1,55 +1,61 @@
-"""`nld-demo` / `python -m nld_cpp.demo`: the end-to-end path on a tiny
-random model generated on the spot (no download): generate an HF-layout NLD
-checkpoint, convert it to GGUF, load it in the core, run a causal prefill, a
-bidirectional block pass and greedy generation. The weights are random, so
-the generated tokens are meaningless; the demo shows the pipeline works."""
+"""`nld-demo` / `python -m nld_cpp.demo`: the embedded default model (the
+tiny tri-mode NLD model that ships in the package, no download) answers a few
+held-out prompts in every generation mode, with each mode's tokens per
+forward and speed. The model is small and was trained on a toy corpus
+(train/README.md): it adds, counts, looks up keys and copies, sometimes
+wrongly; the point is the modes, not the answers."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+MODES = [("ar", {}), ("diffusion", {"threshold": 0.9}), ("spec", {}), ("spec-quadratic", {})]
+# Held-out prompts shown by default: one per task family (python/nld_cpp/models/held_out.json).
+DEFAULT_TASKS = ("add", "count", "lookup", "copy", "repeat")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nld-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--outtype", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q4_0"])
-    parser.add_argument("--tokens", type=int, default=24, help="tokens to generate greedily")
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("-m", "--model", help="a GGUF model (default: the embedded tiny model)")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=0, help="compute threads (0: all cores)")
     args = parser.parse_args(argv)
 
     from . import Model
-    from .convert import convert_checkpoint
-    from .testing.checkpoints import make_checkpoint
+    from .models import default_model_path, held_out, render_prompt
+    from .tokenizer import Tokenizer
 
-    with tempfile.TemporaryDirectory(prefix="nld-demo-") as tmp:
-        t0 = time.perf_counter()
-        ckpt = make_checkpoint(Path(tmp) / "tiny-nld")
-        gguf = convert_checkpoint(ckpt, Path(tmp) / f"tiny-nld-{args.outtype}.gguf", outtype=args.outtype,
-                                  progress=False).path
-        print(f"generated and converted a tiny random NLD checkpoint -> {Path(gguf).name} "
-              f"({Path(gguf).stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f} s)")
-        with Model(gguf, n_threads=args.threads) as model:
-            info = model.info
-            print(f"model: {info.n_layer} layers, hidden {info.n_embd}, heads {info.n_head}/{info.n_head_kv} "
-                  f"x {info.head_dim}, vocab {info.n_vocab}, YaRN factor {info.rope_scaling_factor:g}, "
-                  f"diffusion block {info.block_size}, mask id {info.mask_token_id}")
-            prompt = [10, 1000 + ord("H"), 1000 + ord("i"), 11]
-            t0 = time.perf_counter()
-            out = model.generate_greedy(prompt, max_new_tokens=args.tokens, stop_at_eos=False)
-            dt = time.perf_counter() - t0
-            print(f"greedy AR from prompt {prompt}: {out}")
-            print(f"  {len(out)} tokens in {dt * 1e3:.1f} ms ({len(out) / dt:.0f} tok/s)")
-            block = [out[-1]] + [info.mask_token_id] * 7
-            logits = model.forward(block, kind="bidirectional", logits="all")
-            print(f"bidirectional block pass over {model.n_cached} cached tokens: "
-                  f"argmax per position {np.argmax(logits, axis=1).tolist()} (cache still {model.n_cached})")
-    print("note: the weights are random, so these tokens are meaningless; "
-          "the trained default model replaces this demo.")
+    path = Path(args.model) if args.model else default_model_path()
+    with Model(path, n_ctx=512, n_threads=args.threads) as model:
+        info = model.info
+        tok = Tokenizer.from_model(model)
+        print(f"{path.name}: {info.n_layer} layers, hidden {info.n_embd}, heads {info.n_head}/{info.n_head_kv} "
+              f"x {info.head_dim}, vocab {info.n_vocab}, diffusion block {info.block_size}, "
+              f"drafter LoRA {'rank ' + str(info.lora_rank) if model.has_lora else 'none'}")
+        items = held_out()
+        chosen = [next(it for it in items if it["task"] == task) for task in DEFAULT_TASKS]
+        totals = {mode: [0, 0, 0.0] for mode, _ in MODES}
+        for item in chosen:
+            print(f"\nuser: {item['prompt']}    (expected: {item['answer']})")
+            prompt = tok.encode(render_prompt(item["prompt"]))
+            for mode, kwargs in MODES:
+                model.truncate(0)
+                t0 = time.perf_counter()
+                res = model.generate(prompt, mode=mode, max_tokens=args.max_tokens, temperature=0.0, **kwargs)
+                dt = time.perf_counter() - t0
+                answer = tok.decode(res.tokens).strip()
+                mark = "ok" if answer == item["answer"] else "wrong"
+                print(f"  {mode:15s} {answer!r:40s} {mark:5s} {len(res.tokens):3d} tokens / "
+                      f"{res.n_forwards:3d} forwards = {res.tokens_per_forward:.2f} per forward")
+                totals[mode][0] += len(res.tokens)
+                totals[mode][1] += res.n_forwards
+                totals[mode][2] += dt
+        print("\nall prompts:")
+        for mode, (n_tok, n_fwd, dt) in totals.items():
+            print(f"  {mode:15s} {n_tok / n_fwd:.2f} tokens per forward, {n_tok / dt:.0f} tokens/s")
     return 0
 
 
