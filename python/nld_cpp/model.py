@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .completion import CompletionMixin
 from ._binding import NldError, check, ffi, lib
 from .generation import GenerationResult, Generator, generation_params, run_to_end
 
@@ -62,19 +63,24 @@ def _as_tokens(tokens: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
-class Model:
+class Model(CompletionMixin):
     """A GGUF model loaded by the core, with one context (KV cache).
 
-    ``Model(path, n_ctx=0, n_threads=0, lora_path=None)``: ``n_ctx`` <= 0 takes
-    min(training context, 4096); ``n_threads`` <= 0 uses every core;
-    ``lora_path`` is the drafter adapter for self-speculation (None: the
-    ``<model>.lora.gguf`` beside the model when present; "": none). Use as a
-    context manager or call :meth:`close`; any use after close raises.
-    A Model is not safe to use from two threads at once.
+    ``Model(path, n_ctx=0, n_threads=0, seed=None, lora_path=None)``:
+    ``n_ctx`` <= 0 takes min(training context, 4096); ``n_threads`` <= 0 uses
+    every core; ``seed`` is the sampling seed of text calls that give none
+    (None: a fresh random seed per call); ``lora_path`` is the drafter adapter
+    for self-speculation (None: the ``<model>.lora.gguf`` beside the model
+    when present; "": none). Use as a context manager or call :meth:`close`;
+    any use after close raises. A Model is not safe to use from two threads
+    at once, except :meth:`cancel`.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 0, n_threads: int = 0,
-                 lora_path: str | os.PathLike[str] | None = None, verbose: bool = False):
+                 seed: int | None = None, lora_path: str | os.PathLike[str] | None = None, verbose: bool = False):
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        self.default_seed = None if seed is None else int(seed)
         self._model: Any = None
         self._ctx: Any = None
         self._release: Any = lambda: None

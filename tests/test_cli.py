@@ -1,0 +1,143 @@
+"""The `nld` command, driven as a person would: `info`, `run`, one-line
+errors, and a chat under a pseudo-terminal (pexpect) with three turns, a
+mode switch, Ctrl-C during an answer, and Ctrl-D to leave."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.model
+
+NLD = [sys.executable, "-m", "nld_cpp.cli"]
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(NLD + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def talker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random weights, 4096 context: answers run long unless stopped."""
+    from nld_cpp.convert import convert_checkpoint
+    from nld_cpp.testing.checkpoints import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path_factory.mktemp("cli-talker"), max_position_embeddings=4096,
+                           original_max_position_embeddings=4096, vocab_size=6000, seed=5)
+    return Path(convert_checkpoint(ckpt, tmp_path_factory.mktemp("cli-gguf") / "talker.gguf", outtype="f16",
+                                   progress=False).path)
+
+
+def test_console_script_installed():
+    assert shutil.which("nld"), "the nld console script is on PATH after pip install"
+
+
+def test_info(talker):
+    res = run("info", str(talker))
+    assert res.returncode == 0, res.stderr
+    for expected in ("architecture           mistral3", "quantization           F16", "diffusion block        32",
+                     "drafter LoRA           rank 8", "modes                  ar, diffusion, spec, spec-quadratic",
+                     "chat template          yes"):
+        assert expected.split()[0] in res.stdout and expected.split()[-1] in res.stdout, (expected, res.stdout)
+    default = run("info")
+    assert default.returncode == 0 and "nld-tiny" in default.stdout
+
+
+def test_run_default_model_answers():
+    res = run("run", "-p", "Copy: a b c", "--stats")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() and "tokens/forward" in res.stderr
+
+
+@pytest.mark.parametrize("mode", ["ar", "diffusion", "spec", "spec-quadratic"])
+def test_run_modes_agree_at_temperature_0(talker, mode):
+    """Greedy AR and the two speculation modes print the same answer (docs/generation.md)."""
+    res = run("run", "-m", str(talker), "-p", "hi", "-n", "20", "--mode", mode)
+    assert res.returncode == 0, res.stderr
+    if mode != "diffusion":
+        ar = run("run", "-m", str(talker), "-p", "hi", "-n", "20", "--mode", "ar")
+        assert res.stdout == ar.stdout
+
+
+def one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 1
+    err = res.stderr.strip()
+    assert "Traceback" not in res.stderr and len(err.splitlines()) == 1, res.stderr
+    assert err.startswith("nld: error: ")
+    for n in needles:
+        assert n in err, err
+
+
+def test_errors_are_one_line(tmp_path, talker):
+    one_line_error(run("run", "-m", str(tmp_path / "missing.gguf"), "-p", "x"), "not found", "missing.gguf")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    one_line_error(run("run", "-m", str(text), "-p", "x"), "not a GGUF file")
+    import gguf
+
+    llama = tmp_path / "llama.gguf"  # a valid GGUF of another architecture
+    writer = gguf.GGUFWriter(str(llama), arch="llama")
+    writer.add_block_count(1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    one_line_error(run("info", str(llama)), "llama")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(talker.read_bytes()[:5000])
+    one_line_error(run("run", "-m", str(truncated), "-p", "x"))
+
+
+def test_chat_session(talker):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(NLD[0], NLD[1:] + ["chat", "-m", str(talker), "-n", "3000", "-c", "4096"],
+                          encoding="utf-8", timeout=60, dimensions=(40, 200))
+    try:
+        child.expect("Ctrl-D to leave")
+        child.expect("> ")
+        child.sendline("/mode")
+        child.expect("mode: ar")
+        child.expect("> ")
+        # turn 1: a short answer
+        child.sendline("/help")
+        child.expect("/reset")
+        child.expect("> ")
+        child.sendline("hello")
+        child.expect("hello\r\n")  # the echo; the answer runs long (random weights): Ctrl-C stops it
+        child.expect(r"\S", timeout=30)  # some output has started
+        child.sendintr()
+        child.expect(r"\[stopped\]")
+        child.expect("> ")
+        child.sendline("/stats")
+        child.expect("tokens/forward")
+        child.expect("> ")
+        child.sendline("/mode diffusion")
+        child.expect("mode: diffusion")
+        child.expect("> ")
+        child.sendline("second turn")
+        child.expect("second turn\r\n")  # turn 2, in diffusion, stopped again
+        child.expect(r"\S", timeout=30)
+        child.sendintr()
+        child.expect(r"\[stopped\]")
+        child.expect("> ")
+        child.sendline("/mode spec")
+        child.expect("mode: spec")
+        child.expect("> ")
+        child.sendline("third turn")
+        child.expect("third turn\r\n")  # the echo
+        child.expect(r"\S", timeout=30)
+        child.sendintr()
+        child.expect(r"\[stopped\]")
+        child.expect("> ")
+        child.sendline("/stats")
+        child.expect(r"\[spec: ")
+        child.expect("> ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before
