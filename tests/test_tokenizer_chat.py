@@ -214,15 +214,14 @@ def test_chat_rendering_equals_transformers(name, thinking, fixture_files, hf_to
         assert template.render(messages, add_generation_prompt=add_gen, enable_thinking=thinking) == want
 
 
-def test_builtin_chatml_format_matches_the_fixture_template(fixture_files, tokenizers_under_test):
-    ckpt, _ = fixture_files
+def test_builtin_chatml_format_is_the_spec_format(tokenizers_under_test):
+    """spec/nld-model.md section 7 gives the rendered prompt verbatim."""
     tok, _ = tokenizers_under_test["embedded json"]
-    fixture = ChatTemplate.from_model(FakeModel((ckpt / "chat_template.jinja").read_text()), tok)
     builtin = ChatTemplate.from_model(FakeModel(None), tok, chat_format="chatml")
-    for messages in CONVERSATIONS.values():
-        for thinking in (False, True):
-            assert builtin.render(messages, enable_thinking=thinking) == fixture.render(messages,
-                                                                                       enable_thinking=thinking)
+    messages = [{"role": "system", "content": "SYS"}, {"role": "user", "content": "USER"}]
+    base = "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nUSER<|im_end|>\n<|im_start|>assistant\n"
+    assert builtin.render(messages) == base + "<think></think>"
+    assert builtin.render(messages, enable_thinking=True) == base + "<think>\n"
 
 
 def test_missing_template_is_a_clear_error(tokenizers_under_test):

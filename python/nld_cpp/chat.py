@@ -20,14 +20,30 @@ import json
 from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-# The NLD chat format as a template: ChatML with a think block that is empty
-# when thinking is off; earlier assistant turns keep only their answer.
+# The NLD chat format (spec/nld-model.md section 7) as a template; the test
+# checkpoints and the embedded model ship it as chat_template.jinja.
 CHATML_THINK_TEMPLATE = """\
+{#- NLD chat format (spec/nld-model.md section 7): ChatML with a think block.
+    enable_thinking (default false): the generation prompt opens a think block
+    instead of closing an empty one. truncate_history_thinking (default true):
+    earlier assistant turns keep only their answer, not their reasoning. -#}
 {%- set enable_thinking = enable_thinking | default(false) -%}
+{%- set truncate_history_thinking = truncate_history_thinking | default(true) -%}
 {%- for message in messages -%}
 {%- set content = message['content'] if message['content'] is string else '' -%}
 {%- if message['role'] == 'assistant' -%}
-{{- '<|im_start|>assistant\\n<think></think>' + content.split('</think>')[-1].lstrip() + '<|im_end|>\\n' -}}
+{%- if '</think>' in content -%}
+{%- set reasoning = content.split('</think>')[0].replace('<think>', '').strip() -%}
+{%- set answer = content.split('</think>')[-1].lstrip() -%}
+{%- else -%}
+{%- set reasoning = '' -%}
+{%- set answer = content -%}
+{%- endif -%}
+{%- if reasoning and not truncate_history_thinking -%}
+{{- '<|im_start|>assistant\\n<think>\\n' + reasoning + '\\n</think>' + answer + '<|im_end|>\\n' -}}
+{%- else -%}
+{{- '<|im_start|>assistant\\n<think></think>' + answer + '<|im_end|>\\n' -}}
+{%- endif -%}
 {%- else -%}
 {{- '<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>\\n' -}}
 {%- endif -%}

@@ -39,7 +39,7 @@ class TokenizerError(ValueError):
     """A model file whose tokenizer cannot be built."""
 
 
-def _byte_to_char() -> Dict[int, str]:
+def byte_to_char() -> Dict[int, str]:
     """The byte-level alphabet: printable Latin-1 bytes stand for themselves,
     the other 68 bytes for U+0100 onwards, in byte order."""
     keep = set(range(0x21, 0x7F)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
@@ -53,7 +53,7 @@ def _byte_to_char() -> Dict[int, str]:
     return out
 
 
-_CHAR_TO_BYTE = {c: b for b, c in _byte_to_char().items()}
+_CHAR_TO_BYTE = {c: b for b, c in byte_to_char().items()}
 
 
 def _token_bytes(token: str) -> bytes:

@@ -14,6 +14,13 @@ import re
 from collections import Counter
 from typing import Dict, List, Tuple
 
+from ..chat import CHATML_THINK_TEMPLATE as CHAT_TEMPLATE
+from ..tokenizer import TEKKEN_SPLIT_REGEX
+from ..tokenizer import byte_to_char as bytes_to_unicode
+
+__all__ = ["CHAT_TEMPLATE", "TEKKEN_SPLIT_REGEX", "bytes_to_unicode", "build_tokenizer_json", "control_token",
+           "special_tokens_map", "tokenizer_config"]
+
 N_CONTROL = 1000
 FIRST_BYTE_ID = 1000
 FIRST_MERGE_ID = FIRST_BYTE_ID + 256
@@ -22,12 +29,6 @@ CONTROL_NAMES: Dict[int, str] = {
     0: "<unk>", 1: "<s>", 2: "</s>", 10: "<|im_start|>", 11: "<|im_end|>", 12: "<think>", 13: "</think>",
 }
 
-# The Tekken split pattern (as shipped in Mistral's tokenizer.json; llama.cpp's "tekken" pre-tokenizer).
-TEKKEN_SPLIT_REGEX = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
-    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
-    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 # A stdlib-`re` approximation, used only to cut the training text into words.
 _TRAIN_SPLIT = re.compile(r"[^\r\n\w]?[^\W\d_]+|\d| ?[^\s\w]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -63,54 +64,10 @@ The model thinks before it answers. It writes its thoughts, then the final answe
 Thinking is optional: without it the answer comes at once. With it the model first reasons step by step.
 """
 
-CHAT_TEMPLATE = """\
-{#- NLD chat format (spec/nld-model.md section 7): ChatML with a think block.
-    enable_thinking (default false): the generation prompt opens a think block
-    instead of closing an empty one. truncate_history_thinking (default true):
-    earlier assistant turns keep only their answer, not their reasoning. -#}
-{%- set enable_thinking = enable_thinking | default(false) -%}
-{%- set truncate_history_thinking = truncate_history_thinking | default(true) -%}
-{%- for message in messages -%}
-{%- set content = message['content'] if message['content'] is string else '' -%}
-{%- if message['role'] == 'assistant' -%}
-{%- if '</think>' in content -%}
-{%- set reasoning = content.split('</think>')[0].replace('<think>', '').strip() -%}
-{%- set answer = content.split('</think>')[-1].lstrip() -%}
-{%- else -%}
-{%- set reasoning = '' -%}
-{%- set answer = content -%}
-{%- endif -%}
-{%- if reasoning and not truncate_history_thinking -%}
-{{- '<|im_start|>assistant\\n<think>\\n' + reasoning + '\\n</think>' + answer + '<|im_end|>\\n' -}}
-{%- else -%}
-{{- '<|im_start|>assistant\\n<think></think>' + answer + '<|im_end|>\\n' -}}
-{%- endif -%}
-{%- else -%}
-{{- '<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>\\n' -}}
-{%- endif -%}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-{{- '<|im_start|>assistant\\n' + ('<think>\\n' if enable_thinking else '<think></think>') -}}
-{%- endif -%}
-"""
 
 
 def control_token(token_id: int) -> str:
     return CONTROL_NAMES.get(token_id, f"<SPECIAL_{token_id}>")
-
-
-def bytes_to_unicode() -> Dict[int, str]:
-    """GPT-2's byte -> printable character map: printable Latin-1 bytes map to themselves,
-    the other 68 bytes to U+0100 onwards, in byte order."""
-    keep = set(range(ord("!"), ord("~") + 1)) | set(range(ord("¡"), ord("¬") + 1)) | set(range(ord("®"), ord("ÿ") + 1))
-    mapping, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            mapping[b] = chr(b)
-        else:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
 
 
 def _learn_merges(text: str, max_merges: int, taken: set) -> List[Tuple[str, str]]:
