@@ -1,7 +1,7 @@
 """Quality and tokens per forward of the tiny trained model in every mode (issue 4).
 
-For each weight type (the shipped Q8_0 GGUF; F16 converted on the fly from
-the HF checkpoint when --hf points at one) and each mode (AR; block diffusion
+For each weight type (the shipped Q8_0 GGUF; F16 and any --outtypes converted
+on the fly from the HF checkpoint when --hf points at one) and each mode (AR; block diffusion
 at several thresholds; linear self-speculation with and without the drafter
 LoRA; quadratic self-speculation), greedy generation over the held-out set
 (python/nld_cpp/models/held_out.json, never trained on) measures:
@@ -17,7 +17,7 @@ Prompts are rendered with the chat format the model was trained on and
 tokenized with `tokenizers` from the GGUF's `tokenizer.huggingface.json`,
 without BOS. Prints a table; writes JSON (default bench/results/eval_tiny.json).
 
-    python bench/eval_tiny.py [--hf /tmp/nld-tiny-hf] [--threads 2] [--n 200]
+    python bench/eval_tiny.py [--hf /tmp/nld-tiny-hf] [--outtypes f16 q4_0] [--threads 2] [--n 200]
 """
 
 from __future__ import annotations
@@ -130,6 +130,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(MODELS_DIR / "nld-tiny-q8_0.gguf"))
     parser.add_argument("--hf", default="/tmp/nld-tiny-hf", help="HF checkpoint for the F16 row (skipped if absent)")
+    parser.add_argument("--outtypes", nargs="*", default=["f16"],
+                        help="weight types converted from --hf and measured besides the shipped Q8_0")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -140,15 +142,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     results: Dict[str, Dict[str, Dict[str, object]]] = {}
     print(f"Q8_0: {args.model}")
     results["Q8_0"] = evaluate(Path(args.model), items, args.threads, args.max_tokens)
-    f16_note = "F16 not measured: no HF checkpoint at --hf"
+    f16_note = "other weight types not measured: no HF checkpoint at --hf"
     if Path(args.hf, "config.json").is_file():
         from nld_cpp.convert import convert_checkpoint
 
-        with tempfile.TemporaryDirectory() as tmp:
-            conv = convert_checkpoint(args.hf, Path(tmp) / "nld-tiny-f16.gguf", outtype="f16", progress=False)
-            print(f"F16: converted on the fly from {args.hf}")
-            results["F16"] = evaluate(conv.path, items, args.threads, args.max_tokens)
-        f16_note = f"F16 converted on the fly from {args.hf}"
+        for outtype in args.outtypes:
+            with tempfile.TemporaryDirectory() as tmp:
+                conv = convert_checkpoint(args.hf, Path(tmp) / f"nld-tiny-{outtype}.gguf", outtype=outtype,
+                                          progress=False)
+                print(f"{outtype.upper()}: converted on the fly from {args.hf}")
+                results[outtype.upper()] = evaluate(conv.path, items, args.threads, args.max_tokens)
+        f16_note = f"{', '.join(t.upper() for t in args.outtypes)} converted on the fly from {args.hf}"
     print_table(results)
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),

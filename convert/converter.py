@@ -112,7 +112,7 @@ def _write_model(out_path: Path, cfg: ModelConfig, tok: TokenizerMeta, plan: Lis
                  outtype: OutType, name: str, progress: bool) -> int:
     with GGUFWriter(out_path) as writer:
         _write_metadata(writer, cfg, tok, name, outtype)
-        types = [tensor_type(outtype, t.entry.shape) for t in plan]
+        types = [tensor_type(outtype, t.entry.shape, t.gguf_name, cfg.n_layers) for t in plan]
         for planned, ggml_type in zip(plan, types):
             writer.add_tensor_info(planned.gguf_name, ggml_dims(planned.entry.shape), ggml_type)
         writer.write_header()

@@ -52,6 +52,8 @@ class GGMLType(enum.IntEnum):
     F16 = 1
     Q4_0 = 2
     Q8_0 = 8
+    Q4_K = 12
+    Q6_K = 14
     BF16 = 30
 
 
@@ -62,6 +64,8 @@ BLOCK_SIZES: Dict[GGMLType, Tuple[int, int]] = {
     GGMLType.BF16: (1, 2),
     GGMLType.Q8_0: (32, 34),
     GGMLType.Q4_0: (32, 18),
+    GGMLType.Q4_K: (256, 144),
+    GGMLType.Q6_K: (256, 210),
 }
 
 

@@ -1,9 +1,10 @@
 """Turning one source tensor into GGUF bytes, a chunk of rows at a time.
 
 Owns the output types (which ggml type each tensor gets for an --outtype),
-the q/k rope permutation, and the element encodings. Q8_0/Q4_0 come from the
-`gguf` package's reference quantizer (bit-exact with ggml), imported lazily
-so that only quantized conversions need it.
+the q/k rope permutation, and the element encodings. The block quant types
+(Q8_0, Q4_0 bit-exact with ggml; Q4_K, Q6_K) are encoded by the core library
+through the binding (nld_cpp.quants), imported lazily so that only quantized
+conversions load it. The q4_k_m mix and its fallbacks: docs/quants.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ OUTTYPES: Dict[str, OutType] = {
     "bf16": OutType("bf16", GGMLType.BF16, 32),
     "q8_0": OutType("q8_0", GGMLType.Q8_0, 7),
     "q4_0": OutType("q4_0", GGMLType.Q4_0, 2),
+    "q4_k_m": OutType("q4_k_m", GGMLType.Q4_K, 15),  # llama.cpp's Q4_K_M mix, see tensor_type
 }
+
+# A K-quant whose rows do not fill 256-element super-blocks falls back as
+# llama.cpp does (Q4_K -> Q5_0, Q6_K -> Q8_0), to the nearest type we have
+# that loses no accuracy against the K-quant: Q8_0 for both; then F16.
+_KQUANT_FALLBACK = {GGMLType.Q4_K: GGMLType.Q8_0, GGMLType.Q6_K: GGMLType.Q8_0}
 
 # About this many bytes of float32 per chunk: the quantizer makes a few
 # temporaries of this size, so peak memory is a small multiple of it.
@@ -45,14 +52,34 @@ def get_outtype(name: str) -> OutType:
         raise ConvertError(f"unknown outtype '{name}' (supported: {', '.join(OUTTYPES)})") from None
 
 
-def tensor_type(outtype: OutType, torch_shape: Sequence[int]) -> GGMLType:
-    """Norms (1-D) stay F32; a matrix whose rows do not fill whole quant blocks falls back to F16."""
+def _use_more_bits(layer: int, n_layers: int) -> bool:
+    """llama.cpp's choice of the layers that get more bits: the first and last eighth, and every third between."""
+    return layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
+
+
+def _q4_k_m_type(gguf_name: str, n_layers: int) -> GGMLType:
+    """Q6_K for output.weight and for attn_v / ffn_down of the use_more_bits layers; Q4_K elsewhere."""
+    if gguf_name == "output.weight":
+        return GGMLType.Q6_K
+    parts = gguf_name.split(".")
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in ("attn_v", "ffn_down"):
+        if _use_more_bits(int(parts[1]), n_layers):
+            return GGMLType.Q6_K
+    return GGMLType.Q4_K
+
+
+def tensor_type(outtype: OutType, torch_shape: Sequence[int], gguf_name: str = "", n_layers: int = 0) -> GGMLType:
+    """The ggml type of one tensor. Norms (1-D) stay F32; q4_k_m picks per tensor (by its GGUF name and
+    layer); a matrix whose rows do not fill whole blocks falls back (K-quants to Q8_0, then F16)."""
     if len(torch_shape) < 2:
         return GGMLType.F32
-    block, _ = BLOCK_SIZES[outtype.matrix_type]
-    if torch_shape[-1] % block:
+    wanted = _q4_k_m_type(gguf_name, n_layers) if outtype.name == "q4_k_m" else outtype.matrix_type
+    row = torch_shape[-1]
+    if row % BLOCK_SIZES[wanted][0] and wanted in _KQUANT_FALLBACK:
+        wanted = _KQUANT_FALLBACK[wanted]
+    if row % BLOCK_SIZES[wanted][0]:
         return GGMLType.F16
-    return outtype.matrix_type
+    return wanted
 
 
 def ggml_dims(torch_shape: Sequence[int]) -> tuple:
@@ -78,10 +105,9 @@ def encode(values_f32: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
         return values_f32.astype(np.float16)
     if ggml_type == GGMLType.BF16:
         return f32_to_bf16_bits(values_f32)
-    from gguf import GGMLQuantizationType
-    from gguf.quants import quantize
+    from ..quants import quantize  # the core library's encoders (nld_cpp.quants)
 
-    return quantize(np.ascontiguousarray(values_f32, dtype=np.float32), GGMLQuantizationType(int(ggml_type)))
+    return quantize(values_f32, int(ggml_type))
 
 
 def encode_tensor(entry: TensorEntry, ggml_type: GGMLType, permute_heads: int = 0,

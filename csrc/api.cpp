@@ -7,11 +7,15 @@
 #include <string>
 #include <thread>
 
+#include "backend/cpu/ops.h"
+#include "backend/cpu/threadpool.h"
 #include "context.h"
 #include "error.h"
 #include "include/nld.h"
 #include "model.h"
 #include "modes/generator.h"
+#include "quants/dot.h"
+#include "quants/quants.h"
 
 struct nld_model {
     std::unique_ptr<nld::model> impl;
@@ -74,6 +78,62 @@ nld::gen_mode resolve_mode(int32_t mode, const nld::hparams& hp) {
                                           : nld::gen_mode::spec_quadratic;
     }
     nld::fail_argument("unknown mode " + std::to_string(mode) + " (0 ar, 1 diffusion, 2 spec, 3 spec-quadratic)");
+}
+
+// Bytes of a row of n_per_row elements of `type`, after checking both.
+size_t checked_row_bytes(const char* fn, int32_t type, int64_t n_per_row) {
+    uint64_t block_elems = 0, block_bytes = 0;
+    if (type < 0 || !nld::ggml_type_block((uint32_t)type, &block_elems, &block_bytes))
+        nld::fail_argument(std::string(fn) + ": unknown ggml type " + std::to_string(type));
+    if (n_per_row <= 0 || n_per_row > ((int64_t)1 << 32))
+        nld::fail_argument(std::string(fn) + ": n_per_row " + std::to_string(n_per_row) + " is not in [1, 2^32]");
+    if ((uint64_t)n_per_row % block_elems != 0)
+        nld::fail_argument(std::string(fn) + ": n_per_row " + std::to_string(n_per_row) + " is not a multiple of the " +
+                           nld::ggml_type_name((nld::ggml_type)type) + " block size " + std::to_string(block_elems));
+    return (size_t)((uint64_t)n_per_row / block_elems * block_bytes);
+}
+
+// n_rows * per_row, or an argument error naming `what`.
+size_t checked_total(const char* fn, int64_t n_rows, size_t per_row, const char* what) {
+    size_t total = 0;
+    if (n_rows <= 0 || __builtin_mul_overflow((size_t)n_rows, per_row, &total))
+        nld::fail_argument(std::string(fn) + ": n_rows " + std::to_string(n_rows) + " gives no valid " + what);
+    return total;
+}
+
+// The types nld_quantize / nld_dequantize encode and decode.
+void require_codec_type(const char* fn, int32_t t) {
+    if (t != NLD_TYPE_Q4_0 && t != NLD_TYPE_Q8_0 && t != NLD_TYPE_Q4_K && t != NLD_TYPE_Q6_K && t != NLD_TYPE_Q8_K)
+        nld::fail_argument(std::string(fn) + ": type " + std::to_string(t) +
+                           " is not a block quant type (Q4_0 2, Q8_0 8, Q4_K 12, Q6_K 14, Q8_K 15)");
+}
+
+// Quant blocks hold f16 (Q8_K: f32) fields: buffers must be aligned for them.
+void check_block_alignment(const char* fn, int32_t type, const void* p) {
+    const uintptr_t need = type == NLD_TYPE_Q8_K ? alignof(nld::block_q8_k)
+                           : type == NLD_TYPE_F32 ? alignof(float) : alignof(nld::block_q8_0);
+    if ((uintptr_t)p % need != 0)
+        nld::fail_argument(std::string(fn) + ": the block buffer is not " + std::to_string(need) + "-byte aligned");
+}
+
+void quantize_row(int32_t type, const float* src, void* dst, int64_t n) {
+    switch (type) {
+    case NLD_TYPE_Q8_0: nld::quantize_row_q8_0(src, static_cast<nld::block_q8_0*>(dst), n); break;
+    case NLD_TYPE_Q4_0: nld::quantize_row_q4_0(src, static_cast<nld::block_q4_0*>(dst), n); break;
+    case NLD_TYPE_Q4_K: nld::quantize_row_q4_k(src, static_cast<nld::block_q4_k*>(dst), n); break;
+    case NLD_TYPE_Q6_K: nld::quantize_row_q6_k(src, static_cast<nld::block_q6_k*>(dst), n); break;
+    default: nld::quantize_row_q8_k(src, static_cast<nld::block_q8_k*>(dst), n); break;
+    }
+}
+
+void dequantize_row(int32_t type, const void* src, float* dst, int64_t n) {
+    switch (type) {
+    case NLD_TYPE_Q8_0: nld::dequantize_row_q8_0(static_cast<const nld::block_q8_0*>(src), dst, n); break;
+    case NLD_TYPE_Q4_0: nld::dequantize_row_q4_0(static_cast<const nld::block_q4_0*>(src), dst, n); break;
+    case NLD_TYPE_Q4_K: nld::dequantize_row_q4_k(static_cast<const nld::block_q4_k*>(src), dst, n); break;
+    case NLD_TYPE_Q6_K: nld::dequantize_row_q6_k(static_cast<const nld::block_q6_k*>(src), dst, n); break;
+    default: nld::dequantize_row_q8_k(static_cast<const nld::block_q8_k*>(src), dst, n); break;
+    }
 }
 
 }  // namespace
@@ -340,5 +400,110 @@ void nld_generator_cancel(nld_generator* gen) {
 }
 
 void nld_generator_free(nld_generator* gen) { delete gen; }
+
+nld_status nld_quant_row_bytes(int32_t ggml_type, int64_t n_per_row, size_t* out_bytes) {
+    NLD_REQUIRE(out_bytes != nullptr, "nld_quant_row_bytes: out_bytes is NULL");
+    return guarded("nld_quant_row_bytes", [&] {
+        *out_bytes = checked_row_bytes("nld_quant_row_bytes", ggml_type, n_per_row);
+        return NLD_OK;
+    });
+}
+
+nld_status nld_quantize(int32_t ggml_type, const float* src, int64_t n_rows, int64_t n_per_row, void* dst,
+                        size_t dst_capacity, size_t* out_bytes) {
+    NLD_REQUIRE(src != nullptr && dst != nullptr && out_bytes != nullptr, "nld_quantize: NULL argument");
+    *out_bytes = 0;
+    return guarded("nld_quantize", [&] {
+        const char* fn = "nld_quantize";
+        require_codec_type(fn, ggml_type);
+        const size_t row = checked_row_bytes(fn, ggml_type, n_per_row);
+        const size_t total = checked_total(fn, n_rows, row, "output size");
+        if (dst_capacity < total)
+            nld::fail_argument("nld_quantize: dst_capacity " + std::to_string(dst_capacity) + " is smaller than the " +
+                               std::to_string(total) + " bytes needed");
+        check_block_alignment(fn, ggml_type, dst);
+        // Rows are independent: large inputs use every core (the K-quant searches are slow).
+        nld::threadpool pool((uint64_t)n_rows * (uint64_t)n_per_row >= (1u << 20) ? 0 : 1);
+        pool.parallel_for(n_rows, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r)
+                quantize_row(ggml_type, src + r * n_per_row, static_cast<uint8_t*>(dst) + (size_t)r * row, n_per_row);
+        });
+        *out_bytes = total;
+        return NLD_OK;
+    });
+}
+
+nld_status nld_dequantize(int32_t ggml_type, const void* src, size_t src_bytes, int64_t n_rows, int64_t n_per_row,
+                          float* dst, size_t dst_capacity) {
+    NLD_REQUIRE(src != nullptr && dst != nullptr, "nld_dequantize: NULL argument");
+    return guarded("nld_dequantize", [&] {
+        const char* fn = "nld_dequantize";
+        require_codec_type(fn, ggml_type);
+        const size_t row = checked_row_bytes(fn, ggml_type, n_per_row);
+        const size_t need = checked_total(fn, n_rows, row, "input size");
+        const size_t n_out = checked_total(fn, n_rows, (size_t)n_per_row, "output size");
+        if (src_bytes < need)
+            nld::fail_argument("nld_dequantize: src_bytes " + std::to_string(src_bytes) + " is smaller than the " +
+                               std::to_string(need) + " bytes of " + std::to_string(n_rows) + " rows");
+        if (dst_capacity < n_out)
+            nld::fail_argument("nld_dequantize: dst_capacity " + std::to_string(dst_capacity) +
+                               " is smaller than the " + std::to_string(n_out) + " floats needed");
+        check_block_alignment(fn, ggml_type, src);
+        for (int64_t r = 0; r < n_rows; ++r)
+            dequantize_row(ggml_type, static_cast<const uint8_t*>(src) + (size_t)r * row, dst + r * n_per_row,
+                           n_per_row);
+        return NLD_OK;
+    });
+}
+
+int32_t nld_cpu_path_supported(int32_t path) {
+    if (path == NLD_CPU_PATH_AUTO) return 1;
+    if (path != NLD_CPU_PATH_SCALAR && path != NLD_CPU_PATH_AVX2) return 0;
+    return nld::cpu_path_supported((nld::cpu_path)path) ? 1 : 0;
+}
+
+int32_t nld_cpu_path_default(void) { return (int32_t)nld::default_cpu_path(); }
+
+nld_status nld_matmul(int32_t ggml_type, const void* weights, size_t weight_bytes, int64_t n_out, int64_t n_in,
+                      const float* x, int64_t n_rows, float* y, size_t y_capacity, int32_t cpu_path,
+                      int32_t n_threads) {
+    NLD_REQUIRE(weights != nullptr && x != nullptr && y != nullptr, "nld_matmul: NULL argument");
+    NLD_REQUIRE(n_threads <= 1024, "nld_matmul: n_threads " + std::to_string(n_threads) + " is too large");
+    return guarded("nld_matmul", [&] {
+        const char* fn = "nld_matmul";
+        const nld::ggml_type type = (nld::ggml_type)ggml_type;
+        const bool quantized = ggml_type >= 0 && nld::is_block_quantized(type);
+        if (!quantized && ggml_type != NLD_TYPE_F32 && ggml_type != NLD_TYPE_F16 && ggml_type != NLD_TYPE_BF16)
+            nld::fail_argument("nld_matmul: weight type " + std::to_string(ggml_type) +
+                               " is not F32, F16, BF16, Q4_0, Q8_0, Q4_K or Q6_K");
+        const size_t row = checked_row_bytes(fn, ggml_type, n_in);
+        const size_t need = checked_total(fn, n_out, row, "weight size");
+        if (weight_bytes < need)
+            nld::fail_argument("nld_matmul: weight_bytes " + std::to_string(weight_bytes) + " is smaller than the " +
+                               std::to_string(need) + " bytes of " + std::to_string(n_out) + " rows");
+        const size_t y_need = checked_total(fn, n_rows, checked_total(fn, n_out, 1, "output size"), "output size");
+        if (y_capacity < y_need)
+            nld::fail_argument("nld_matmul: y_capacity " + std::to_string(y_capacity) + " is smaller than the " +
+                               std::to_string(y_need) + " floats needed");
+        if (cpu_path != NLD_CPU_PATH_AUTO && cpu_path != NLD_CPU_PATH_SCALAR && cpu_path != NLD_CPU_PATH_AVX2)
+            nld::fail_argument("nld_matmul: unknown cpu_path " + std::to_string(cpu_path) + " (0 auto, 1 scalar, 2 avx2)");
+        const nld::cpu_path path = cpu_path == NLD_CPU_PATH_AUTO ? nld::default_cpu_path() : (nld::cpu_path)cpu_path;
+        if (!nld::cpu_path_supported(path))
+            nld::fail_unsupported("nld_matmul: cpu_path " + std::to_string(cpu_path) + " does not run on this CPU");
+        check_block_alignment(fn, ggml_type == NLD_TYPE_F32 ? NLD_TYPE_F32 : NLD_TYPE_Q8_0, weights);
+        nld::weight_matrix w;
+        w.type = type;
+        w.n_in = n_in;
+        w.n_out = n_out;
+        w.row_bytes = row;
+        w.data = static_cast<const uint8_t*>(weights);
+        nld::threadpool pool(n_threads);
+        if (quantized)
+            nld::matmul_quantized(pool, w, x, y, n_rows, path);
+        else
+            nld::matmul(pool, w, x, y, n_rows);
+        return NLD_OK;
+    });
+}
 
 }  // extern "C"

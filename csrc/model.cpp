@@ -98,7 +98,8 @@ weight_matrix bind_matrix(const gguf_file& f, const std::string& name, int64_t n
                     "] (" + std::to_string(t->n_dims) + " dims), expected [" + std::to_string(n_in) + ", " +
                     std::to_string(n_out) + "]");
     switch (t->type) {
-    case ggml_type::f32: case ggml_type::f16: case ggml_type::bf16: case ggml_type::q8_0: case ggml_type::q4_0: break;
+    case ggml_type::f32: case ggml_type::f16: case ggml_type::bf16: case ggml_type::q8_0: case ggml_type::q4_0:
+    case ggml_type::q4_k: case ggml_type::q6_k: break;
     default:
         fail_unsupported("tensor '" + name + "' has type " + ggml_type_name(t->type) +
                          ", which this version cannot compute with");

@@ -24,21 +24,21 @@ FIRST_BYTE_ID = 1000
 @dataclass
 class Config:
     vocab_merges: int = 512  # vocab = 1256 + merges
-    hidden_size: int = 256
-    intermediate_size: int = 768
+    hidden_size: int = 128
+    intermediate_size: int = 384
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    head_dim: int = 64
+    head_dim: int = 32
     max_position_embeddings: int = 512
     block_size: int = 16
     rope_theta: float = 1e6
     rms_norm_eps: float = 1e-5
     # base training
-    steps: int = 1800
+    steps: int = 6000
     batch_size: int = 32
-    max_minutes: float = 40.0  # > 0: the LR schedule also advances with wall time and training stops there
-    lr: float = 2e-3
+    max_minutes: float = 50.0  # > 0: the LR schedule also advances with wall time and training stops there
+    lr: float = 3e-3
     warmup: int = 60
     weight_decay: float = 0.01
     diff_weight: float = 0.3

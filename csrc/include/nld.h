@@ -223,6 +223,55 @@ NLD_API nld_status nld_generator_step(nld_generator* gen, nld_step* out_step);
 NLD_API void nld_generator_cancel(nld_generator* gen);
 NLD_API void nld_generator_free(nld_generator* gen);
 
+/* Quantization and the CPU matmul (quants/, docs/quants.md), for the
+ * converter, tests and benchmarks. Types are GGML type ids:
+ * NLD_TYPE_Q4_0 2, NLD_TYPE_Q8_0 8, NLD_TYPE_Q4_K 12, NLD_TYPE_Q6_K 14,
+ * NLD_TYPE_Q8_K 15 (activations); nld_matmul also takes F32 0, F16 1,
+ * BF16 30 weights. Rows are n_per_row elements, a multiple of the type's
+ * block (32; 256 for the K types). All are thread-safe (no shared state). */
+#define NLD_TYPE_F32 0
+#define NLD_TYPE_F16 1
+#define NLD_TYPE_Q4_0 2
+#define NLD_TYPE_Q8_0 8
+#define NLD_TYPE_Q4_K 12
+#define NLD_TYPE_Q6_K 14
+#define NLD_TYPE_Q8_K 15
+#define NLD_TYPE_BF16 30
+
+/* Bytes of one row of n_per_row elements of ggml_type. */
+NLD_API nld_status nld_quant_row_bytes(int32_t ggml_type, int64_t n_per_row, size_t* out_bytes);
+/* Encodes n_rows x n_per_row floats into dst (dst_capacity bytes);
+ * *out_bytes receives the bytes written (n_rows * row bytes). Q8_0 and Q4_0
+ * are bit-exact with ggml. Inputs of 2^20 elements or more are encoded on
+ * all cores (rows are independent, so the bytes are the same). */
+NLD_API nld_status nld_quantize(int32_t ggml_type, const float* src, int64_t n_rows, int64_t n_per_row,
+                                void* dst, size_t dst_capacity, size_t* out_bytes);
+/* Decodes n_rows x n_per_row elements from src (src_bytes bytes) into dst
+ * (dst_capacity floats). */
+NLD_API nld_status nld_dequantize(int32_t ggml_type, const void* src, size_t src_bytes, int64_t n_rows,
+                                  int64_t n_per_row, float* dst, size_t dst_capacity);
+
+/* CPU code paths of the quantized dot products. AUTO: the NLD_CPU_PATH
+ * environment variable ("scalar" or "avx2", read once per process) when it
+ * names a path this CPU runs, else the fastest supported path. */
+typedef enum nld_cpu_path {
+    NLD_CPU_PATH_AUTO = 0,
+    NLD_CPU_PATH_SCALAR = 1, /* the reference; every build and CPU */
+    NLD_CPU_PATH_AVX2 = 2    /* x86-64 with AVX2, FMA and F16C */
+} nld_cpu_path;
+/* 1 if this build and CPU can run the path, else 0. */
+NLD_API int32_t nld_cpu_path_supported(int32_t path);
+/* The path AUTO resolves to. */
+NLD_API int32_t nld_cpu_path_default(void);
+/* y (n_rows x n_out floats) = x (n_rows x n_in floats) times the transpose
+ * of the weights (n_out rows of n_in elements of ggml_type, weight_bytes
+ * bytes), as the forward pass computes it: quantized weights used in place
+ * with the activations quantized to 8 bit, on cpu_path, with n_threads
+ * threads (<= 0: all cores). */
+NLD_API nld_status nld_matmul(int32_t ggml_type, const void* weights, size_t weight_bytes, int64_t n_out,
+                              int64_t n_in, const float* x, int64_t n_rows, float* y, size_t y_capacity,
+                              int32_t cpu_path, int32_t n_threads);
+
 /* NLD_CDEF_END */
 
 #ifdef __cplusplus

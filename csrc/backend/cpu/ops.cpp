@@ -1,6 +1,7 @@
-// ops.cpp: scalar CPU reference ops (see ops.h). Each output element is
-// computed by exactly one thread in a fixed order, so results do not depend
-// on the thread count.
+// ops.cpp: the CPU ops (see ops.h): scalar reference ops, and the matmul of
+// quantized weights over the dot-product kernels of quants/dot.h. Each
+// output element is computed by exactly one thread in a fixed order, so
+// results do not depend on the thread count.
 #include "backend/cpu/ops.h"
 
 #include <algorithm>
@@ -27,6 +28,8 @@ void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst) {
     }
     case ggml_type::q8_0: dequantize_row_q8_0(reinterpret_cast<const block_q8_0*>(row), dst, w.n_in); break;
     case ggml_type::q4_0: dequantize_row_q4_0(reinterpret_cast<const block_q4_0*>(row), dst, w.n_in); break;
+    case ggml_type::q4_k: dequantize_row_q4_k(reinterpret_cast<const block_q4_k*>(row), dst, w.n_in); break;
+    case ggml_type::q6_k: dequantize_row_q6_k(reinterpret_cast<const block_q6_k*>(row), dst, w.n_in); break;
     default: std::fill(dst, dst + w.n_in, 0.0f); break;  // rejected at load; never reached
     }
 }
@@ -45,7 +48,50 @@ static float dot_f32(const float* a, const float* b, int64_t n) {
     return (s0 + s1) + (s2 + s3);
 }
 
+bool is_block_quantized(ggml_type t) {
+    return t == ggml_type::q8_0 || t == ggml_type::q4_0 || t == ggml_type::q4_k || t == ggml_type::q6_k;
+}
+
+void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n,
+                      cpu_path path) {
+    const dot_kernels& kernels = kernels_for(path);
+    const bool k_quant = w.type == ggml_type::q4_k || w.type == ggml_type::q6_k;
+    const dot_rows_fn dot = w.type == ggml_type::q8_0   ? kernels.q8_0
+                           : w.type == ggml_type::q4_0 ? kernels.q4_0
+                           : w.type == ggml_type::q4_k ? kernels.q4_k
+                                                       : kernels.q6_k;
+    const size_t act_row_bytes = k_quant ? (size_t)(w.n_in / QK_K) * sizeof(block_q8_k)
+                                         : (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0);
+    // (n, act_row_bytes): the activations, quantized once per call. Blocks
+    // hold floats, so the buffer is float-aligned.
+    thread_local std::vector<float> act_storage;
+    act_storage.resize((n * act_row_bytes + sizeof(float) - 1) / sizeof(float));
+    uint8_t* act = reinterpret_cast<uint8_t*>(act_storage.data());
+    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+            if (k_quant)
+                quantize_row_q8_k(x + t * w.n_in, reinterpret_cast<block_q8_k*>(act + t * act_row_bytes), w.n_in);
+            else
+                quantize_row_q8_0(x + t * w.n_in, reinterpret_cast<block_q8_0*>(act + t * act_row_bytes), w.n_in);
+        }
+    });
+    // Each weight row meets a tile of activation rows while it is in cache;
+    // tiles of kRowTile rows (about 200 KB of activations for n_in 3072) stay
+    // in L2 during prefill. Every y element is still one dot product.
+    constexpr int64_t kRowTile = 64;
+    pool.parallel_for(w.n_out, [&](int64_t begin, int64_t end) {
+        for (int64_t t0 = 0; t0 < n; t0 += kRowTile)
+            for (int64_t o = begin; o < end; ++o)
+                dot(w.n_in, w.data + (uint64_t)o * w.row_bytes, act + t0 * act_row_bytes, act_row_bytes,
+                    std::min(kRowTile, n - t0), y + t0 * w.n_out + o, w.n_out);
+    });
+}
+
 void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n) {
+    if (is_block_quantized(w.type)) {
+        matmul_quantized(pool, w, x, y, n, default_cpu_path());
+        return;
+    }
     pool.parallel_for(w.n_out, [&](int64_t begin, int64_t end) {
         std::vector<float> row(w.type == ggml_type::f32 ? 0 : (size_t)w.n_in);
         for (int64_t o = begin; o < end; ++o) {

@@ -8,6 +8,7 @@
 
 #include "backend/cpu/threadpool.h"
 #include "gguf.h"
+#include "quants/dot.h"
 
 namespace nld {
 
@@ -24,8 +25,18 @@ struct weight_matrix {
 // Decode row r of w into dst (n_in floats).
 void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst);
 
-// y (n, n_out) = x (n, n_in) @ w^T. Parallel over output columns.
+// y (n, n_out) = x (n, n_in) @ w^T. Parallel over output columns. F32/F16/
+// BF16 weights: f32 dot products of the decoded row with each x row.
+// Quantized weights go through matmul_quantized on default_cpu_path().
 void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n);
+
+// Q8_0 / Q4_0 / Q4_K / Q6_K weights used in place: each x row is quantized
+// once (Q8_0 activations for Q8_0/Q4_0, Q8_K for the K-quants), then each
+// weight row is dotted with every activation row while it is in cache. One
+// path for any n (decode, blocks, prefill); y elements are computed by one
+// thread each, so results do not depend on the thread count.
+bool is_block_quantized(ggml_type t);
+void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n, cpu_path path);
 
 // out (n, dim) = x / sqrt(mean(x^2) + eps) * weight, variance in f32.
 void rmsnorm(const float* x, const float* weight, float* out, int64_t n, int64_t dim, float eps);

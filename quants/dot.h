@@ -1,0 +1,45 @@
+// dot.h: the dot-product kernels of quantized weight rows with 8-bit
+// activation rows, one table per CPU code path, and which path runs.
+// The scalar path is quants.h's reference; every other path is tested
+// against it (tests/test_quants.py). x86-64 builds carry the AVX2 path
+// compiled with target attributes, so one binary runs on any x86-64; other
+// architectures (ARM) build the scalar path only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace nld {
+
+// Values are nld_cpu_path of nld.h.
+enum class cpu_path : int32_t { scalar = 1, avx2 = 2 };
+
+// One weight row (n elements) against n_rows activation rows:
+// y[r * y_stride] = dot(w, x + r * x_stride bytes). A kernel may work on
+// several rows at once (each weight block is unpacked once for all of them),
+// but computes every row with the same arithmetic as a single row, so a
+// row's result does not depend on n_rows.
+using dot_rows_fn = void (*)(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y,
+                             int64_t y_stride);
+
+struct dot_kernels {
+    dot_rows_fn q8_0;  // Q8_0 weights . Q8_0 activations
+    dot_rows_fn q4_0;  // Q4_0 weights . Q8_0 activations
+    dot_rows_fn q4_k;  // Q4_K weights . Q8_K activations
+    dot_rows_fn q6_k;  // Q6_K weights . Q8_K activations
+};
+
+bool cpu_path_supported(cpu_path p);
+// NLD_CPU_PATH (scalar | avx2), read once, when it names a path this CPU
+// runs; otherwise the fastest supported path.
+cpu_path default_cpu_path();
+// The kernels of p; p must be supported.
+const dot_kernels& kernels_for(cpu_path p);
+
+// NLD_SCALAR_ONLY (CMake option) builds only the reference path, as on ARM.
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(NLD_SCALAR_ONLY)
+#define NLD_HAVE_AVX2_PATH 1
+extern const dot_kernels avx2_kernels;  // dot_avx2.cpp
+#endif
+
+}  // namespace nld
