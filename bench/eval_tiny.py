@@ -9,7 +9,9 @@ LoRA; quadratic self-speculation), greedy generation over the held-out set
 - exact-match accuracy: the decoded tokens up to EOS, stripped, equal the answer;
 - TPF: emitted tokens / forwards, summed over the set (aggregate) and the mean
   of the per-prompt ratios;
-- mean accepted drafts per speculation round (spec modes);
+- mean accepted drafts per speculation round (spec modes): as the mode counts
+  them (matches past an EOS included, docs/generation.md) and counting only
+  the drafts that were emitted before the EOS cut;
 - wall tokens/s (generation only, prompt prefill included, tokenization not);
 - agreement with AR: the share of prompts whose tokens equal AR's exactly.
 
@@ -76,6 +78,7 @@ def evaluate(model_path: Path, items: List[Dict[str, str]], threads: int, max_to
         outputs, per_task = [], {}
         n_tok = n_fwd = 0
         ratios, accepted, wall = [], [], 0.0
+        emitted_drafts = 0  # accepted drafts that were emitted (before the EOS cut)
         for it, prompt in zip(items, prompts):
             model.truncate(0)  # every prompt from an empty cache: each mode pays its own prefill
             t0 = time.perf_counter()
@@ -86,6 +89,8 @@ def evaluate(model_path: Path, items: List[Dict[str, str]], threads: int, max_to
             n_fwd += res.n_forwards
             ratios.append(res.tokens_per_forward)
             accepted += list(res.accepted_lengths)
+            if res.accepted_lengths:  # the seed, then per round the drafts kept plus one AR token
+                emitted_drafts += len(res.tokens) - 1 - len(res.accepted_lengths)
             ok = decode_answer(tok, res.tokens) == it["answer"]
             task = per_task.setdefault(it["task"], [0, 0, 0, 0])
             task[0] += ok
@@ -100,6 +105,7 @@ def evaluate(model_path: Path, items: List[Dict[str, str]], threads: int, max_to
             "tpf": n_tok / max(n_fwd, 1),
             "tpf_mean_per_prompt": sum(ratios) / len(ratios),
             "mean_accepted": (sum(accepted) / len(accepted)) if accepted else None,
+            "mean_accepted_emitted": (emitted_drafts / len(accepted)) if accepted else None,
             "tokens_per_s": n_tok / wall,
             "tokens": n_tok,
             "forwards": n_fwd,
@@ -115,15 +121,30 @@ def evaluate(model_path: Path, items: List[Dict[str, str]], threads: int, max_to
 
 
 def print_table(results: Dict[str, Dict[str, Dict[str, object]]]) -> None:
-    header = f"| {'weights':<7} | {'mode':<22} | accuracy | TPF (agg) | TPF (mean) | accepted | tok/s | = AR |"
+    header = (f"| {'weights':<7} | {'mode':<22} | accuracy | TPF (agg) | TPF (mean) | accepted | emitted "
+              "| tok/s | = AR |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for wtype, rows in results.items():
         for name, r in rows.items():
             acc_len = "-" if r["mean_accepted"] is None else f"{r['mean_accepted']:.2f}"
+            emitted = "-" if r["mean_accepted_emitted"] is None else f"{r['mean_accepted_emitted']:.2f}"
             print(f"| {wtype:<7} | {name:<22} | {100 * r['accuracy']:7.1f}% | {r['tpf']:9.2f} | "
-                  f"{r['tpf_mean_per_prompt']:10.2f} | {acc_len:>8} | {r['tokens_per_s']:5.0f} | "
+                  f"{r['tpf_mean_per_prompt']:10.2f} | {acc_len:>8} | {emitted:>7} | {r['tokens_per_s']:5.0f} | "
                   f"{100 * r['same_as_ar']:3.0f}% |")
+
+
+def print_task_table(rows: Dict[str, Dict[str, object]], modes: List[str]) -> None:
+    """Accuracy / TPF per task for a few modes (one weight type)."""
+    tasks = list(rows[modes[0]]["per_task"])  # type: ignore[arg-type]
+    print("| task | " + " | ".join(modes) + " |")
+    print("|---|" + "---|" * len(modes))
+    for task in tasks:
+        cells = []
+        for mode in modes:
+            t = rows[mode]["per_task"][task]  # type: ignore[index]
+            cells.append(f"{100 * t['accuracy']:.0f}% / {t['tpf']:.2f}")
+        print(f"| {task} | " + " | ".join(cells) + " |")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -154,6 +175,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 results[outtype.upper()] = evaluate(conv.path, items, args.threads, args.max_tokens)
         f16_note = f"{', '.join(t.upper() for t in args.outtypes)} converted on the fly from {args.hf}"
     print_table(results)
+    print("\nQ8_0 per task (accuracy / TPF):")
+    print_task_table(results["Q8_0"], ["ar", "diffusion t=0.9", "spec (LoRA)", "spec-quadratic (LoRA)"])
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "threads": args.threads, "python": sys.version.split()[0]},
