@@ -16,7 +16,6 @@ longest cached prefix that the new prompt shares (docs/generation.md).
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
