@@ -288,9 +288,13 @@ def state_from_gguf(path: Path, c: Config) -> Tuple[Dict[str, torch.Tensor], Dic
     import gguf
     import numpy as np
 
+    from nld_cpp.tokenizer import gguf_strings
+
     reader = gguf.GGUFReader(str(path))
-    field = reader.fields["tokenizer.huggingface.json"]
-    tok_json = json.loads(bytes(field.parts[field.data[0]]).decode("utf-8"))
+    embedded = gguf_strings(reader, "tokenizer.huggingface.json")
+    if not embedded:
+        raise SystemExit(f"{path} has no tokenizer.huggingface.json: it was not made by this script")
+    tok_json = json.loads(embedded[0])
     names = {"token_embd.weight": "encoder.embed_tokens.weight", "output_norm.weight": "encoder.norm.weight",
              "output.weight": "diffusion_head.weight"}
     suffixes = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",

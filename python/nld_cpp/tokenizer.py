@@ -107,6 +107,14 @@ def tokenizer_json_from_vocab(tokens: Sequence[str], merges: Sequence[str], toke
     }
 
 
+def gguf_strings(reader: Any, key: str) -> List[str]:
+    """The string (or string array) value of `key` from a `gguf.GGUFReader`, [] if absent."""
+    field = reader.fields.get(key)
+    if field is None:
+        return []
+    return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+
 def _gguf_tokenizer_json(path: Path) -> str:
     """Read the tokenizer arrays of a GGUF with the `gguf` package and build tokenizer.json."""
     from gguf import GGUFReader
@@ -114,10 +122,7 @@ def _gguf_tokenizer_json(path: Path) -> str:
     reader = GGUFReader(str(path))
 
     def strings(key: str) -> List[str]:
-        field = reader.fields.get(key)
-        if field is None:
-            return []
-        return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+        return gguf_strings(reader, key)
 
     def scalars(key: str) -> List[int]:
         field = reader.fields.get(key)
@@ -175,9 +180,9 @@ class Tokenizer:
         """From a GGUF file alone (no model load): the same rule as from_model."""
         from gguf import GGUFReader
 
-        field = GGUFReader(str(path)).fields.get("tokenizer.huggingface.json")
-        if field is not None:
-            return cls(bytes(field.parts[field.data[0]]).decode("utf-8"))
+        embedded = gguf_strings(GGUFReader(str(path)), "tokenizer.huggingface.json")
+        if embedded:
+            return cls(embedded[0])
         return cls(_gguf_tokenizer_json(Path(path)))
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
