@@ -16,6 +16,7 @@
 #include "modes/generator.h"
 #include "quants/dot.h"
 #include "quants/quants.h"
+#include "quants/repack.h"
 
 struct nld_model {
     std::unique_ptr<nld::model> impl;
@@ -497,6 +498,14 @@ nld_status nld_matmul(int32_t ggml_type, const void* weights, size_t weight_byte
         w.n_out = n_out;
         w.row_bytes = row;
         w.data = static_cast<const uint8_t*>(weights);
+        // A path with x8 kernels computes with the x8 layout, as a loaded
+        // model does (rows a multiple of 8; other row counts as stored).
+        std::vector<uint8_t> x8;
+        if (quantized && nld::kernels_for(path).x8 && nld::can_repack_x8(w)) {
+            x8.resize(nld::x8_bytes(ggml_type, n_out, n_in));
+            nld::repack_x8(ggml_type, w.data, w.row_bytes, n_in, 0, n_out / nld::kGroupRows, x8.data());
+            w.x8 = x8.data();
+        }
         nld::threadpool pool(n_threads);
         if (quantized)
             nld::matmul_quantized(pool, w, x, y, n_rows, path);

@@ -3,12 +3,16 @@
 // container itself was validated by gguf.cpp.
 #include "model.h"
 
+#include <sys/mman.h>  // mmap, madvise
+#include <unistd.h>    // sysconf
+
 #include <cmath>
 #include <cstdio>
 #include <string>
 #include <unordered_set>
 
 #include "error.h"
+#include "quants/repack.h"
 
 namespace nld {
 
@@ -124,7 +128,53 @@ const float* bind_norm(const gguf_file& f, const std::string& name, int64_t dim)
     return reinterpret_cast<const float*>(t->data);
 }
 
+// Copies every matrix that can take the x8 layout into one anonymous
+// mapping (64-byte aligned parts), on all cores, then drops the file pages
+// they came from (the mapping stays valid: a later read faults them back).
+void repack_for_x8(model& m) {
+    if (!kernels_for(default_cpu_path()).x8) return;
+    std::vector<weight_matrix*> todo;
+    auto consider = [&](weight_matrix& w) {
+        if (can_repack_x8(w)) todo.push_back(&w);
+    };
+    for (layer_weights& L : m.layers)
+        for (weight_matrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) consider(*w);
+    if (m.output.data != m.tok_embd.data) consider(m.output);
+    if (todo.empty()) return;
+    auto part_bytes = [](const weight_matrix& w) {
+        return (x8_bytes((int32_t)w.type, w.n_out, w.n_in) + 63) / 64 * 64;
+    };
+    size_t total = 0;
+    for (const weight_matrix* w : todo) total += part_bytes(*w);
+    void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        throw error(NLD_ERR_OUT_OF_MEMORY, "cannot map " + std::to_string(total >> 20) + " MiB for the repacked weights");
+    m.x8.data = static_cast<uint8_t*>(p);
+    m.x8.bytes = total;
+#ifdef MADV_HUGEPAGE
+    madvise(p, total, MADV_HUGEPAGE);  // fewer TLB misses while streaming weights; a hint only
+#endif
+    threadpool pool(0);
+    const long page = sysconf(_SC_PAGESIZE);
+    size_t offset = 0;
+    for (weight_matrix* w : todo) {
+        uint8_t* dst = m.x8.data + offset;
+        pool.parallel_for(w->n_out / kGroupRows, [&](int64_t g0, int64_t g1) {
+            repack_x8((int32_t)w->type, w->data, w->row_bytes, w->n_in, g0, g1, dst);
+        });
+        w->x8 = dst;
+        offset += part_bytes(*w);
+        const uintptr_t lo = ((uintptr_t)w->data + page - 1) / page * page;
+        const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (uint64_t)w->n_out) / page * page;
+        if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+}
+
 }  // namespace
+
+x8_store::~x8_store() {
+    if (data) munmap(data, bytes);
+}
 
 std::vector<float> rope_inverse_frequencies(const hparams& hp) {
     const int64_t dim = hp.head_dim, half = dim / 2;
@@ -247,6 +297,7 @@ std::unique_ptr<model> load_model(const std::string& path, const char* lora_path
         fail_format("unexpected tensor '" + t.name + "'");
     }
     m->rope_inv_freq = rope_inverse_frequencies(hp);
+    repack_for_x8(*m);
 
     std::string adapter = lora_path ? lora_path : "";
     if (!lora_path) {

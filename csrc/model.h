@@ -60,8 +60,20 @@ struct lora_adapter {
     std::vector<weight_matrix> b;   // (n_layer) each (n_embd, rank)
 };
 
+// Anonymous memory (huge pages where the kernel grants them) holding the
+// x8 copies of the quantized matrices; unmapped with the model.
+struct x8_store {
+    uint8_t* data = nullptr;
+    size_t bytes = 0;
+    x8_store() = default;
+    x8_store(const x8_store&) = delete;
+    x8_store& operator=(const x8_store&) = delete;
+    ~x8_store();
+};
+
 struct model {
     std::unique_ptr<gguf_file> file;
+    x8_store x8;  // empty unless the CPU path has x8 kernels (backend/cpu/ops.h)
     hparams hp;
     weight_matrix tok_embd;            // (n_vocab, n_embd)
     std::vector<layer_weights> layers; // (n_layer)
@@ -71,7 +83,11 @@ struct model {
     std::unique_ptr<lora_adapter> drafter;  // null without an adapter file
 };
 
-// Opens, validates and binds a model. lora_path: the drafter adapter GGUF;
+// Opens, validates and binds a model. On a CPU path with x8 kernels
+// (quants/repack.h), every quantized matrix whose row count is a multiple
+// of 8 is copied once into the x8 layout (same bytes as the file, Q4_K
+// +2.8%), and the file pages it came from are released, so resident memory
+// stays about the size of the weights. lora_path: the drafter adapter GGUF;
 // nullptr looks for "<model without .gguf>.lora.gguf" beside the model and
 // loads it when present; "" loads none. Throws nld::error naming the problem.
 std::unique_ptr<model> load_model(const std::string& path, const char* lora_path);

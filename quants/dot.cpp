@@ -25,6 +25,7 @@ const dot_kernels scalar_kernels = {
     reference_rows<block_q4_0, block_q8_0, vec_dot_q4_0_q8_0>,
     reference_rows<block_q4_k, block_q8_k, vec_dot_q4_k_q8_k>,
     reference_rows<block_q6_k, block_q8_k, vec_dot_q6_k_q8_k>,
+    nullptr,
 };
 
 cpu_path pick_default_path() {

@@ -22,11 +22,27 @@ enum class cpu_path : int32_t { scalar = 1, avx2 = 2 };
 using dot_rows_fn = void (*)(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y,
                              int64_t y_stride);
 
+// One group of 8 weight rows in the x8 layout (repack.h) against n_rows
+// activation rows: y[r * y_stride + j] = dot(weight row j, x row r), j < 8.
+// Activation rows (x_stride bytes apart) are block_q8_0s rows for Q8_0 and
+// Q4_0 weights, block_q8_k rows for the K-quants. Results equal the scalar
+// reference dot products exactly.
+using gemm_x8_fn = void (*)(int64_t n, const void* w_group, const void* x, size_t x_stride, int64_t n_rows, float* y,
+                            int64_t y_stride);
+
+struct x8_kernels {
+    gemm_x8_fn q8_0;
+    gemm_x8_fn q4_0;
+    gemm_x8_fn q4_k;
+    gemm_x8_fn q6_k;
+};
+
 struct dot_kernels {
     dot_rows_fn q8_0;  // Q8_0 weights . Q8_0 activations
     dot_rows_fn q4_0;  // Q4_0 weights . Q8_0 activations
     dot_rows_fn q4_k;  // Q4_K weights . Q8_K activations
     dot_rows_fn q6_k;  // Q6_K weights . Q8_K activations
+    const x8_kernels* x8;  // null: this path uses weights as stored
 };
 
 bool cpu_path_supported(cpu_path p);
@@ -39,7 +55,8 @@ const dot_kernels& kernels_for(cpu_path p);
 // NLD_SCALAR_ONLY (CMake option) builds only the reference path, as on ARM.
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(NLD_SCALAR_ONLY)
 #define NLD_HAVE_AVX2_PATH 1
-extern const dot_kernels avx2_kernels;  // dot_avx2.cpp
+extern const dot_kernels avx2_kernels;     // dot_avx2.cpp
+extern const x8_kernels avx2_x8_kernels;  // gemm_avx2.cpp
 #endif
 
 }  // namespace nld

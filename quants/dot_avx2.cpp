@@ -192,6 +192,7 @@ const dot_kernels avx2_kernels = {
     q8_0_act_kernel<unpack_q4_0>,
     all_rows<q4_k_rows<4>, q4_k_rows<3>, q4_k_rows<2>, q4_k_rows<1>>,
     all_rows<q6_k_rows<4>, q6_k_rows<3>, q6_k_rows<2>, q6_k_rows<1>>,
+    &avx2_x8_kernels,
 };
 
 }  // namespace nld

@@ -174,6 +174,22 @@ def test_simd_matmul_equals_scalar(name: str, path: str) -> None:
 
 
 @pytest.mark.unit
+@pytest.mark.skipif(not SIMD_PATHS, reason="this CPU runs no SIMD path")
+@pytest.mark.parametrize("path", SIMD_PATHS)
+@pytest.mark.parametrize("name", list(WEIGHT_TYPES))
+def test_interleaved_matmul_equals_scalar_exactly(name: str, path: str) -> None:
+    """Row counts that are multiples of 8 run the x8 kernels (quants/repack.h), which
+    promise the scalar reference's result bit for bit, for any number of activation rows."""
+    for n_in in _n_in_cases(name):
+        for n_out in (8, 40):
+            for n_rows in (1, 2, 3, 4, 5, 7, 8, 9, 17):
+                blocks, x = _case(name, n_in, n_out, n_rows, seed=3 * n_in + n_out + n_rows)
+                ref = Q.matmul(blocks, WEIGHT_TYPES[name], n_in, x, path="scalar")
+                got = Q.matmul(blocks, WEIGHT_TYPES[name], n_in, x, path=path, n_threads=2)
+                assert np.array_equal(got, ref), (name, n_in, n_out, n_rows)
+
+
+@pytest.mark.unit
 def test_cpu_path_environment_variable() -> None:
     code = ("import numpy as np; from nld_cpp import quants as Q; rng = np.random.default_rng(0); "
             "w = Q.quantize(rng.standard_normal((8, 64)), Q.GGML_Q4_0); x = rng.standard_normal((3, 64)); "
@@ -226,7 +242,8 @@ def test_kernels_under_sanitizers(tmp_path: Path) -> None:
         pytest.skip("no C++ compiler (g++)")
     san = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
     sources = [root / "tests/cpp/quants_check.cpp"] + [root / "quants" / f for f in
-                                                      ("quants.cpp", "kquants.cpp", "dot.cpp", "dot_avx2.cpp")]
+                                                      ("quants.cpp", "kquants.cpp", "dot.cpp", "dot_avx2.cpp",
+                                                       "gemm_avx2.cpp", "repack.cpp")]
     exe = tmp_path / "quants_check"
     build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-ffp-contract=off", *san, f"-I{root}", f"-I{root / 'csrc'}",
                             *map(str, sources), "-o", str(exe)], capture_output=True, text=True)

@@ -2,7 +2,8 @@
 // ordinary and hostile inputs (inf, nan, huge, subnormal), built with
 // AddressSanitizer + UndefinedBehaviorSanitizer by tests/test_quants.py.
 // Exit 0: no sanitizer report and every path equals the scalar reference
-// within 1e-4 relative where the reference is finite; 1: a mismatch (printed).
+// within 1e-4 relative where the reference is finite (the x8 kernels of
+// repack.h: bit for bit, or both NaN); 1: a mismatch (printed).
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -10,6 +11,7 @@
 
 #include "quants/dot.h"
 #include "quants/quants.h"
+#include "quants/repack.h"
 
 using namespace nld;
 
@@ -22,6 +24,8 @@ struct format {
     void (*encode)(const float*, void*, int64_t);
     void (*decode)(const void*, float*, int64_t);
     dot_rows_fn dot_kernels::*dot;
+    int32_t ggml_type;
+    gemm_x8_fn x8_kernels::*gemm;
 };
 
 template <typename B, void (*F)(const float*, B*, int64_t)>
@@ -30,10 +34,14 @@ template <typename B, void (*F)(const B*, float*, int64_t)>
 void dec(const void* in, float* y, int64_t n) { F(static_cast<const B*>(in), y, n); }
 
 const format kFormats[] = {
-    {"Q8_0", 32, 34, false, enc<block_q8_0, quantize_row_q8_0>, dec<block_q8_0, dequantize_row_q8_0>, &dot_kernels::q8_0},
-    {"Q4_0", 32, 18, false, enc<block_q4_0, quantize_row_q4_0>, dec<block_q4_0, dequantize_row_q4_0>, &dot_kernels::q4_0},
-    {"Q4_K", 256, 144, true, enc<block_q4_k, quantize_row_q4_k>, dec<block_q4_k, dequantize_row_q4_k>, &dot_kernels::q4_k},
-    {"Q6_K", 256, 210, true, enc<block_q6_k, quantize_row_q6_k>, dec<block_q6_k, dequantize_row_q6_k>, &dot_kernels::q6_k},
+    {"Q8_0", 32, 34, false, enc<block_q8_0, quantize_row_q8_0>, dec<block_q8_0, dequantize_row_q8_0>, &dot_kernels::q8_0,
+     8, &x8_kernels::q8_0},
+    {"Q4_0", 32, 18, false, enc<block_q4_0, quantize_row_q4_0>, dec<block_q4_0, dequantize_row_q4_0>, &dot_kernels::q4_0,
+     2, &x8_kernels::q4_0},
+    {"Q4_K", 256, 144, true, enc<block_q4_k, quantize_row_q4_k>, dec<block_q4_k, dequantize_row_q4_k>, &dot_kernels::q4_k,
+     12, &x8_kernels::q4_k},
+    {"Q6_K", 256, 210, true, enc<block_q6_k, quantize_row_q6_k>, dec<block_q6_k, dequantize_row_q6_k>, &dot_kernels::q6_k,
+     14, &x8_kernels::q6_k},
 };
 
 uint64_t g_state = 0x9e3779b97f4a7c15ull;
@@ -48,6 +56,53 @@ struct blocks {
     explicit blocks(size_t bytes) : storage((bytes + 3) / 4) {}
     uint8_t* data() { return reinterpret_cast<uint8_t*>(storage.data()); }
 };
+
+// Group kernels against the scalar reference: n_out = 16 (two groups),
+// every row count 1..n_rows. Returns the number of mismatches.
+int check_x8(const format& f, const dot_kernels& k, const std::vector<float>& w, const std::vector<float>& x,
+             int n, int n_rows, int hostile) {
+    const int n_out = 16;
+    const size_t w_row = (size_t)(n / f.block) * f.block_bytes;
+    blocks wq(w_row * n_out);
+    std::vector<float> row((size_t)n);
+    for (int o = 0; o < n_out; ++o) {  // 16 rows out of w's values, each shifted by o
+        for (int i = 0; i < n; ++i) row[(size_t)i] = w[((size_t)o * n + (size_t)i * 7 + (size_t)o) % w.size()];
+        f.encode(row.data(), wq.data() + o * w_row, n);
+    }
+    blocks packed(x8_bytes(f.ggml_type, n_out, n));
+    repack_x8(f.ggml_type, wq.data(), w_row, n, 0, n_out / kGroupRows, packed.data());
+    const size_t x_row = f.k_quant ? (size_t)(n / QK_K) * sizeof(block_q8_k) : (size_t)(n / QK8_0) * sizeof(block_q8_0);
+    const size_t xs_row = f.k_quant ? x_row : (size_t)(n / QK8_0) * sizeof(block_q8_0s);
+    blocks xq(x_row * n_rows), xs(xs_row * n_rows);
+    for (int r = 0; r < n_rows; ++r) {
+        if (f.k_quant) {
+            quantize_row_q8_k(&x[(size_t)r * n], reinterpret_cast<block_q8_k*>(xq.data() + r * x_row), n);
+            quantize_row_q8_k(&x[(size_t)r * n], reinterpret_cast<block_q8_k*>(xs.data() + r * xs_row), n);
+        } else {
+            quantize_row_q8_0(&x[(size_t)r * n], reinterpret_cast<block_q8_0*>(xq.data() + r * x_row), n);
+            quantize_row_q8_0s(&x[(size_t)r * n], reinterpret_cast<block_q8_0s*>(xs.data() + r * xs_row), n);
+        }
+    }
+    int failures = 0;
+    for (int rows = 1; rows <= n_rows; ++rows) {
+        std::vector<float> ref((size_t)n_out * rows), y((size_t)n_out * rows);
+        for (int o = 0; o < n_out; ++o)
+            (kernels_for(cpu_path::scalar).*f.dot)(n, wq.data() + o * w_row, xq.data(), x_row, rows, &ref[o], n_out);
+        const size_t group_bytes = x8_bytes(f.ggml_type, kGroupRows, n);
+        for (int g = 0; g < n_out / kGroupRows; ++g)
+            (k.x8->*f.gemm)(n, packed.data() + g * group_bytes, xs.data(), xs_row, rows, &y[(size_t)g * kGroupRows],
+                            n_out);
+        for (size_t i = 0; i < y.size(); ++i) {
+            const bool same = std::isnan(ref[i]) ? std::isnan(y[i]) : y[i] == ref[i];
+            if (!same) {
+                std::printf("%s x8, %d rows, hostile %d: y[%zu] = %g, scalar %g\n", f.name, rows, hostile, i,
+                            (double)y[i], (double)ref[i]);
+                ++failures;
+            }
+        }
+    }
+    return failures;
+}
 
 }  // namespace
 
@@ -80,6 +135,8 @@ int main() {
                     quantize_row_q8_0(&x[(size_t)r * n], reinterpret_cast<block_q8_0*>(xq.data() + r * x_row), n);
             }
             std::vector<float> ref((size_t)n_out * n_rows);
+            for (cpu_path p : paths)
+                if (kernels_for(p).x8) failures += check_x8(f, kernels_for(p), w, x, n, n_rows, hostile);
             for (cpu_path p : paths) {
                 std::vector<float> y((size_t)n_out * n_rows);
                 const dot_rows_fn dot = kernels_for(p).*f.dot;

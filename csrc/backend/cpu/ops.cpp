@@ -8,7 +8,12 @@
 #include <cmath>
 #include <vector>
 
+#ifdef NLD_HAVE_AVX2_PATH
+#include <immintrin.h>
+#endif
+
 #include "quants/quants.h"
+#include "quants/repack.h"
 
 namespace nld {
 
@@ -34,27 +39,117 @@ void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst) {
     }
 }
 
+// f32 dot product with a fixed order: 8 partial sums (lane k takes the
+// elements i with i % 8 == k), combined as ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)),
+// then the tail in order. Separate multiplies and adds (no FMA), so the AVX2
+// version below, which keeps the 8 partial sums in one register, gives the
+// same bits.
+static float reduce8(const float* s) { return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])); }
+
 static float dot_f32(const float* a, const float* b, int64_t n) {
-    // Four partial sums: lets the compiler vectorise while the order stays fixed.
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    float s[8] = {};
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
-    }
-    for (; i < n; ++i) s0 += a[i] * b[i];
-    return (s0 + s1) + (s2 + s3);
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
+    float total = reduce8(s);
+    for (; i < n; ++i) total += a[i] * b[i];
+    return total;
 }
+
+// out += p * v (a multiply and an add per element, as the AVX2 version).
+static void axpy_f32(float p, const float* v, float* out, int64_t n) {
+    for (int64_t d = 0; d < n; ++d) out[d] += p * v[d];
+}
+
+#ifdef NLD_HAVE_AVX2_PATH
+__attribute__((target("avx2"))) static float dot_f32_avx2(const float* a, const float* b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    float s[8];
+    _mm256_storeu_ps(s, acc);
+    float total = reduce8(s);
+    for (; i < n; ++i) total += a[i] * b[i];
+    return total;
+}
+
+__attribute__((target("avx2"))) static void axpy_f32_avx2(float p, const float* v, float* out, int64_t n) {
+    const __m256 pv = _mm256_set1_ps(p);
+    int64_t d = 0;
+    for (; d + 8 <= n; d += 8)
+        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_loadu_ps(out + d), _mm256_mul_ps(pv, _mm256_loadu_ps(v + d))));
+    for (; d < n; ++d) out[d] += p * v[d];
+}
+#endif
+
+namespace {
+
+// The f32 vector loops of the path in use (identical results on every path).
+struct f32_loops {
+    float (*dot)(const float*, const float*, int64_t);
+    void (*axpy)(float, const float*, float*, int64_t);
+};
+
+const f32_loops& loops_for_default_path() {
+#ifdef NLD_HAVE_AVX2_PATH
+    static const f32_loops avx2 = {dot_f32_avx2, axpy_f32_avx2};
+    if (default_cpu_path() == cpu_path::avx2) return avx2;
+#endif
+    static const f32_loops plain = {dot_f32, axpy_f32};
+    return plain;
+}
+
+}  // namespace
 
 bool is_block_quantized(ggml_type t) {
     return t == ggml_type::q8_0 || t == ggml_type::q4_0 || t == ggml_type::q4_k || t == ggml_type::q6_k;
 }
 
+bool can_repack_x8(const weight_matrix& w) {
+    return has_x8_layout((int32_t)w.type) && w.n_out % kGroupRows == 0;
+}
+
+namespace {
+
+// The x8 path: each thread takes whole groups of 8 weight rows and runs every
+// activation row past a group while it is in L1 (the activations, a few
+// hundred KB for a prefill, stay in L2/L3).
+void matmul_x8(threadpool& pool, const x8_kernels& kernels, const weight_matrix& w, const float* x, float* y,
+               int64_t n) {
+    const bool k_quant = w.type == ggml_type::q4_k || w.type == ggml_type::q6_k;
+    const gemm_x8_fn gemm = w.type == ggml_type::q8_0   ? kernels.q8_0
+                            : w.type == ggml_type::q4_0 ? kernels.q4_0
+                            : w.type == ggml_type::q4_k ? kernels.q4_k
+                                                        : kernels.q6_k;
+    const size_t act_row_bytes = k_quant ? (size_t)(w.n_in / QK_K) * sizeof(block_q8_k)
+                                         : (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0s);
+    thread_local std::vector<float> act_storage;
+    act_storage.resize((n * act_row_bytes + sizeof(float) - 1) / sizeof(float));
+    uint8_t* act = reinterpret_cast<uint8_t*>(act_storage.data());
+    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+            if (k_quant)
+                quantize_row_q8_k(x + t * w.n_in, reinterpret_cast<block_q8_k*>(act + t * act_row_bytes), w.n_in);
+            else
+                quantize_row_q8_0s(x + t * w.n_in, reinterpret_cast<block_q8_0s*>(act + t * act_row_bytes), w.n_in);
+        }
+    });
+    const size_t group_bytes = x8_bytes((int32_t)w.type, kGroupRows, w.n_in);
+    pool.parallel_for(w.n_out / kGroupRows, [&](int64_t begin, int64_t end) {
+        for (int64_t g = begin; g < end; ++g)
+            gemm(w.n_in, w.x8 + (size_t)g * group_bytes, act, act_row_bytes, n, y + g * kGroupRows, w.n_out);
+    });
+}
+
+}  // namespace
+
 void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n,
                       cpu_path path) {
     const dot_kernels& kernels = kernels_for(path);
+    if (kernels.x8 && w.x8) {
+        matmul_x8(pool, *kernels.x8, w, x, y, n);
+        return;
+    }
     const bool k_quant = w.type == ggml_type::q4_k || w.type == ggml_type::q6_k;
     const dot_rows_fn dot = w.type == ggml_type::q8_0   ? kernels.q8_0
                            : w.type == ggml_type::q4_0 ? kernels.q4_0
@@ -92,6 +187,7 @@ void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, 
         matmul_quantized(pool, w, x, y, n, default_cpu_path());
         return;
     }
+    const f32_loops& loops = loops_for_default_path();
     pool.parallel_for(w.n_out, [&](int64_t begin, int64_t end) {
         std::vector<float> row(w.type == ggml_type::f32 ? 0 : (size_t)w.n_in);
         for (int64_t o = begin; o < end; ++o) {
@@ -102,7 +198,7 @@ void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, 
                 weight_row_to_f32(w, o, row.data());
                 wr = row.data();
             }
-            for (int64_t t = 0; t < n; ++t) y[t * w.n_out + o] = dot_f32(wr, x + t * w.n_in, w.n_in);
+            for (int64_t t = 0; t < n; ++t) y[t * w.n_out + o] = loops.dot(wr, x + t * w.n_in, w.n_in);
         }
     });
 }
@@ -141,27 +237,26 @@ void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const
 void attention(threadpool& pool, const float* q, const float* cache_k, const float* cache_v, int64_t n_cached,
                const float* new_k, const float* new_v, const attention_rows& rows, float* out, int64_t n,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale) {
+    const f32_loops& loops = loops_for_default_path();
     const int64_t group = n_head / n_head_kv;
     const int64_t q_stride = n_head * head_dim, kv_stride = n_head_kv * head_dim;
     pool.parallel_for(n * n_head, [&](int64_t begin, int64_t end) {
         std::vector<float> scores;
-        std::vector<const float*> values;  // the value row of each visible key
         for (int64_t job = begin; job < end; ++job) {
             const int64_t t = job / n_head, h = job % n_head, kvh = h / group;
             const float* qv = q + t * q_stride + h * head_dim;
+            // The visible keys, in order: the cache, the new prefix, the row's group.
+            const int64_t spans[3][2] = {{0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
+            const float* keys[3] = {cache_k, new_k, new_k};
+            const float* vals[3] = {cache_v, new_v, new_v};
             scores.clear();
-            values.clear();
-            auto visit = [&](const float* keys, const float* vals, int64_t lo, int64_t hi) {
-                for (int64_t s = lo; s < hi; ++s) {
-                    scores.push_back(dot_f32(qv, keys + s * kv_stride + kvh * head_dim, head_dim) * scale);
-                    values.push_back(vals + s * kv_stride + kvh * head_dim);
-                }
-            };
-            visit(cache_k, cache_v, 0, n_cached);
-            visit(new_k, new_v, 0, rows.see_prefix[t]);
-            visit(new_k, new_v, rows.group_lo[t], rows.group_hi[t]);
             float max_score = -INFINITY;
-            for (float sc : scores) max_score = std::max(max_score, sc);
+            for (int k = 0; k < 3; ++k)
+                for (int64_t s = spans[k][0]; s < spans[k][1]; ++s) {
+                    const float sc = loops.dot(qv, keys[k] + s * kv_stride + kvh * head_dim, head_dim) * scale;
+                    scores.push_back(sc);
+                    max_score = std::max(max_score, sc);
+                }
             float sum = 0.0f;
             for (float& sc : scores) {
                 sc = std::exp(sc - max_score);
@@ -169,10 +264,10 @@ void attention(threadpool& pool, const float* q, const float* cache_k, const flo
             }
             float* o = out + t * q_stride + h * head_dim;
             std::fill(o, o + head_dim, 0.0f);
-            for (size_t s = 0; s < scores.size(); ++s) {
-                const float p = scores[s] / sum;
-                for (int64_t d = 0; d < head_dim; ++d) o[d] += p * values[s][d];
-            }
+            size_t i = 0;
+            for (int k = 0; k < 3; ++k)
+                for (int64_t s = spans[k][0]; s < spans[k][1]; ++s)
+                    loops.axpy(scores[i++] / sum, vals[k] + s * kv_stride + kvh * head_dim, o, head_dim);
         }
     });
 }

@@ -20,7 +20,14 @@ struct weight_matrix {
     int64_t n_out = 0;
     uint64_t row_bytes = 0;
     const uint8_t* data = nullptr;
+    // The same rows in the x8 layout (quants/repack.h), when the matrix was
+    // repacked for a path with x8 kernels; null otherwise.
+    const uint8_t* x8 = nullptr;
 };
+
+// Whether w can take the x8 layout: a quant type that has one and a row
+// count that is a multiple of 8.
+bool can_repack_x8(const weight_matrix& w);
 
 // Decode row r of w into dst (n_in floats).
 void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst);
@@ -32,9 +39,11 @@ void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, 
 
 // Q8_0 / Q4_0 / Q4_K / Q6_K weights used in place: each x row is quantized
 // once (Q8_0 activations for Q8_0/Q4_0, Q8_K for the K-quants), then each
-// weight row is dotted with every activation row while it is in cache. One
-// path for any n (decode, blocks, prefill); y elements are computed by one
-// thread each, so results do not depend on the thread count.
+// weight row (or group of 8 rows, with w.x8 on a path with x8 kernels) is
+// dotted with every activation row while it is in cache. One path for any n
+// (decode, blocks, prefill); y elements are computed by one thread each, so
+// results do not depend on the thread count, and every path's results equal
+// the scalar reference (the plain AVX2 Q8_0/Q4_0 kernels within 1e-4).
 bool is_block_quantized(ggml_type t);
 void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n, cpu_path path);
 

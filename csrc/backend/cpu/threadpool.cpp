@@ -14,11 +14,23 @@ threadpool::threadpool(int n_threads) {
 threadpool::~threadpool() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        stopping_ = true;
+        stopping_.store(true);
     }
     work_ready_.notify_all();
     for (auto& w : workers_) w.join();
 }
+
+namespace {
+
+constexpr int kSpins = 2000;  // pause hints before sleeping: about 50 us
+
+inline void pause_hint() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
 
 void threadpool::run_chunk(int index) {
     const int64_t chunk = (job_n_ + n_threads_ - 1) / n_threads_;
@@ -30,16 +42,21 @@ void threadpool::run_chunk(int index) {
 void threadpool::worker_loop(int index) {
     uint64_t seen = 0;
     for (;;) {
-        {
+        int spins = 0;
+        while (generation_.load(std::memory_order_acquire) == seen && !stopping_.load(std::memory_order_acquire)) {
+            if (++spins < kSpins) {
+                pause_hint();
+                continue;
+            }
             std::unique_lock<std::mutex> lock(mutex_);
-            work_ready_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-            if (stopping_) return;
-            seen = generation_;
+            work_ready_.wait(lock, [&] { return stopping_.load() || generation_.load() != seen; });
         }
+        if (stopping_.load(std::memory_order_acquire)) return;
+        seen = generation_.load(std::memory_order_acquire);
         run_chunk(index);
-        {
+        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
             std::lock_guard<std::mutex> lock(mutex_);
-            if (--pending_ == 0) work_done_.notify_one();
+            work_done_.notify_one();
         }
     }
 }
@@ -50,17 +67,22 @@ void threadpool::parallel_for(int64_t n, const std::function<void(int64_t, int64
         fn(0, n);
         return;
     }
+    job_ = &fn;
+    job_n_ = n;
+    pending_.store(n_threads_ - 1, std::memory_order_relaxed);
     {
+        // Under the mutex: a worker about to sleep either sees the new
+        // generation in its wait predicate or is woken by the notify below.
         std::lock_guard<std::mutex> lock(mutex_);
-        job_ = &fn;
-        job_n_ = n;
-        pending_ = n_threads_ - 1;
-        ++generation_;
+        generation_.fetch_add(1, std::memory_order_release);
     }
     work_ready_.notify_all();
     run_chunk(0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    work_done_.wait(lock, [&] { return pending_ == 0; });
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0 && spins < kSpins; ++spins) pause_hint();
+    if (pending_.load(std::memory_order_acquire) != 0) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        work_done_.wait(lock, [&] { return pending_.load() == 0; });
+    }
     job_ = nullptr;
 }
 

@@ -2,8 +2,12 @@
 // index range. The calling thread takes part, so n_threads = 1 runs inline.
 // Work is split into contiguous chunks by index, so which thread computes an
 // element never changes its arithmetic: results are identical for any count.
+// A forward pass runs hundreds of short parallel_for calls, so idle workers
+// spin (with a pause hint) for about 50 microseconds before they sleep on a
+// condition variable, and the caller spins the same way for the last chunk.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -35,9 +39,9 @@ private:
     std::condition_variable work_done_;
     const std::function<void(int64_t, int64_t)>* job_ = nullptr;
     int64_t job_n_ = 0;
-    uint64_t generation_ = 0;
-    int pending_ = 0;
-    bool stopping_ = false;
+    std::atomic<uint64_t> generation_{0};  // one step per job; written under mutex_
+    std::atomic<int> pending_{0};          // worker chunks of the current job not yet done
+    std::atomic<bool> stopping_{false};
 };
 
 }  // namespace nld

@@ -1,0 +1,286 @@
+// gemm_avx2.cpp: AVX2 kernels for x8 weights (repack.h): one group of 8
+// weight rows against R activation rows (R <= 4 per pass). Lane j of every
+// accumulator belongs to weight row j, so 8 outputs leave in one store. The
+// integer part of each block (or super-block) is exact; the f32 part applies
+// the reference's operations (quants.cpp) in its order, lane by lane, with
+// separate multiplies and adds, so each output equals the scalar reference
+// bit for bit. Products: maddubs (u8 x i8 -> i16 pairs) with the weight as
+// the unsigned side (Q4_0 stored as q in 0..15, Q4_K 0..15, Q6_K 0..63; Q8_0
+// via |w| and the activation with w's sign), summed in i16 only as far as
+// they cannot overflow, then madd into i32.
+#include "quants/dot.h"
+
+#ifdef NLD_HAVE_AVX2_PATH
+
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "quants/repack.h"
+
+#define NLD_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace nld {
+
+namespace {
+
+NLD_AVX2 inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// 4 activation bytes at p in every 32-bit lane.
+NLD_AVX2 inline __m256i bcast4(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+NLD_AVX2 inline __m256 half8(const fp16_bits* d) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+}
+
+// Weights stream from memory once per call: each block asks for the lines
+// kPrefetchBytes ahead (past the group's end: the next group's), so memory
+// keeps serving while the block computes.
+#ifndef NLD_PREFETCH_BYTES
+#define NLD_PREFETCH_BYTES 2048
+#endif
+constexpr int kPrefetchBytes = NLD_PREFETCH_BYTES;
+
+template <typename B>
+NLD_AVX2 inline void prefetch_ahead(const B* block) {
+    const char* p = reinterpret_cast<const char*>(block) + kPrefetchBytes;
+    for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
+template <typename X>
+inline const X* act_row(const void* x, size_t stride, int r) {
+    return reinterpret_cast<const X*>(static_cast<const uint8_t*>(x) + (size_t)r * stride);
+}
+
+// 8 bytes at p widened to 16 i16 lanes [p0, p0, p1, p1, ..., p7, p7] (one
+// value per weight row, for madd against a lane's two i16 partial sums).
+NLD_AVX2 inline __m256i dup8_u8(const uint8_t* p) {
+    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), dup));
+}
+NLD_AVX2 inline __m256i dup8_i8(const int8_t* p) {
+    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), dup));
+}
+
+// sum += (dw * dx) * isum, lane by lane (the reference's block term).
+NLD_AVX2 inline __m256 add_block(__m256 sum, __m256 dw, float dx, __m256i isum) {
+    return _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(isum)));
+}
+
+template <int R>
+NLD_AVX2 void q8_0_x8(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q8_0x8* w = static_cast<const block_q8_0x8*>(wv);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int p = 0; p < QK8_0 / 4; ++p) {
+            const __m256i q = load32(w[b].qs + 32 * p);
+            const __m256i abs_q = _mm256_sign_epi8(q, q);
+            for (int r = 0; r < R; ++r) {
+                const __m256i xs = _mm256_sign_epi8(bcast4(act_row<block_q8_0s>(x, stride, r)[b].qs + 4 * p), q);
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(_mm256_maddubs_epi16(abs_q, xs), ones));
+            }
+        }
+        const __m256 dw = half8(w[b].d);
+        for (int r = 0; r < R; ++r) sum[r] = add_block(sum[r], dw, act_row<block_q8_0s>(x, stride, r)[b].d, isum[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+template <int R>
+NLD_AVX2 void q4_0_x8(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q4_0x8* w = static_cast<const block_q4_0x8*>(wv);
+    const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK4_0; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        // i16 lanes: 8 maddubs pairs of at most 2 * 15 * 127 each: |sum| <= 30480.
+        __m256i acc[R];
+        for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; ++c) {
+            const __m256i raw = load32(w[b].qs + 32 * c);
+            const __m256i lo = _mm256_and_si256(raw, low4);                     // elements 4c..4c+3
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);  // elements 16+4c..
+            for (int r = 0; r < R; ++r) {
+                const int8_t* xq = act_row<block_q8_0s>(x, stride, r)[b].qs;
+                acc[r] = _mm256_add_epi16(acc[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xq + 4 * c)),
+                                                                   _mm256_maddubs_epi16(hi, bcast4(xq + 16 + 4 * c))));
+            }
+        }
+        const __m256 dw = half8(w[b].d);
+        for (int r = 0; r < R; ++r) {
+            const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
+            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(acc[r], ones), _mm256_set1_epi32(8 * xb.sum));
+            sum[r] = add_block(sum[r], dw, xb.d, isum);
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+// The Q8_K bsums of a row as the 8 sub-block sums (32 elements each), in i16:
+// the 32-bit element p of each 128-bit half holds sub-blocks 2p, 2p+1.
+NLD_AVX2 inline __m256i subblock_pairs(const block_q8_k& xb) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8));
+    return _mm256_broadcastsi128_si256(_mm_hadd_epi16(a, b));
+}
+
+template <int p>
+NLD_AVX2 inline __m256i pair_lane(__m256i pairs) {
+    return _mm256_shuffle_epi32(pairs, _MM_SHUFFLE(p, p, p, p));
+}
+
+template <int R>
+NLD_AVX2 void q4_k_x8(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q4_kx8* w = static_cast<const block_q4_kx8*>(wv);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c+1 (high nibbles)
+            __m256i acc_lo[R], acc_hi[R];  // 8 pairs of at most 2 * 15 * 127: |sum| <= 30480
+            for (int r = 0; r < R; ++r) acc_lo[r] = acc_hi[r] = _mm256_setzero_si256();
+            for (int t = 0; t < 8; ++t) {
+                const __m256i raw = load32(w[b].qs + 256 * c + 32 * t);
+                const __m256i lo = _mm256_and_si256(raw, low4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                for (int r = 0; r < R; ++r) {
+                    const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 64 * c + 4 * t;
+                    acc_lo[r] = _mm256_add_epi16(acc_lo[r], _mm256_maddubs_epi16(lo, bcast4(xq)));
+                    acc_hi[r] = _mm256_add_epi16(acc_hi[r], _mm256_maddubs_epi16(hi, bcast4(xq + 32)));
+                }
+            }
+            const __m256i sc_lo = dup8_u8(w[b].scales + 8 * (2 * c)), sc_hi = dup8_u8(w[b].scales + 8 * (2 * c + 1));
+            for (int r = 0; r < R; ++r)
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(_mm256_madd_epi16(acc_lo[r], sc_lo),
+                                                                     _mm256_madd_epi16(acc_hi[r], sc_hi)));
+        }
+        const __m256i m0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].mins)));
+        const __m256i m1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].mins + 16)));
+        const __m256i m2 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].mins + 32)));
+        const __m256i m3 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].mins + 48)));
+        const __m256 d = half8(w[b].d), dmin = half8(w[b].dmin);
+        for (int r = 0; r < R; ++r) {
+            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
+            const __m256i s = subblock_pairs(xb);
+            const __m256i msum = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_madd_epi16(m0, pair_lane<0>(s)), _mm256_madd_epi16(m1, pair_lane<1>(s))),
+                _mm256_add_epi32(_mm256_madd_epi16(m2, pair_lane<2>(s)), _mm256_madd_epi16(m3, pair_lane<3>(s))));
+            const __m256 xd = _mm256_set1_ps(xb.d);
+            const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(isum[r])),
+                                              _mm256_mul_ps(_mm256_mul_ps(dmin, xd), _mm256_cvtepi32_ps(msum)));
+            sum[r] = _mm256_add_ps(sum[r], term);
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+// Bits 2k, 2k+1 of every qh byte moved to bits 4-5, or'ed with 4 low bits.
+template <int k>
+NLD_AVX2 inline __m256i q6_value(__m256i low_bits, __m256i qh) {
+    const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), _mm256_set1_epi8(0x03));
+    return _mm256_or_si256(low_bits, _mm256_slli_epi16(high, 4));
+}
+
+template <int R>
+NLD_AVX2 void q6_k_x8(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q6_kx8* w = static_cast<const block_q6_kx8*>(wv);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; ++h) {
+            for (int tp = 0; tp < 4; ++tp) {  // pieces t = 2tp, 2tp+1: 8 elements of one scale group
+                __m256i q[2][4];
+                for (int i = 0; i < 2; ++i) {
+                    const int t = 2 * tp + i;
+                    const __m256i ql0 = load32(w[b].ql + 512 * h + 32 * t);
+                    const __m256i ql1 = load32(w[b].ql + 512 * h + 256 + 32 * t);
+                    const __m256i qh = load32(w[b].qh + 256 * h + 32 * t);
+                    q[i][0] = q6_value<0>(_mm256_and_si256(ql0, low4), qh);
+                    q[i][1] = q6_value<1>(_mm256_and_si256(ql1, low4), qh);
+                    q[i][2] = q6_value<2>(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), qh);
+                    q[i][3] = q6_value<3>(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), qh);
+                }
+                for (int k = 0; k < 4; ++k) {
+                    const __m256i sc = dup8_i8(w[b].scales + 8 * (8 * h + 2 * k + tp / 2));
+                    for (int r = 0; r < R; ++r) {
+                        // 2 pairs of at most 2 * 63 * 127: |sum| <= 32004.
+                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 8 * tp;
+                        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(q[0][k], bcast4(xq)),
+                                                           _mm256_maddubs_epi16(q[1][k], bcast4(xq + 4)));
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, sc));
+                    }
+                }
+            }
+        }
+        // 32 * sum_g scale_g * (sum of x in group g), taken back out (stored q is value + 32).
+        __m256i sc_pairs[8];
+        for (int p = 0; p < 8; ++p) {
+            const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b].scales + 8 * (2 * p)));
+            const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b].scales + 8 * (2 * p + 1)));
+            sc_pairs[p] = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, c));
+        }
+        const __m256 d = half8(w[b].d);
+        for (int r = 0; r < R; ++r) {
+            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
+            __m256i offset = _mm256_setzero_si256();
+            for (int p = 0; p < 8; ++p) {
+                int32_t pair;
+                std::memcpy(&pair, xb.bsums + 2 * p, 4);
+                offset = _mm256_add_epi32(offset, _mm256_madd_epi16(sc_pairs[p], _mm256_set1_epi32(pair)));
+            }
+            const __m256i total = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(offset, 5));
+            sum[r] = _mm256_add_ps(sum[r], _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
+                                                         _mm256_cvtepi32_ps(total)));
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+template <int R>
+using group_kernel = void (*)(int64_t, const void*, const void*, size_t, float*, int64_t);
+
+// Passes of 4 activation rows, then the remainder with a kernel of its size.
+template <group_kernel<4> K4, group_kernel<3> K3, group_kernel<2> K2, group_kernel<1> K1>
+void all_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y, int64_t y_stride) {
+    const uint8_t* xb = static_cast<const uint8_t*>(x);
+    int64_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) K4(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
+    const uint8_t* rest = xb + (size_t)r * x_stride;
+    switch (n_rows - r) {
+    case 3: K3(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
+    case 2: K2(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
+    case 1: K1(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
+    default: break;
+    }
+}
+
+}  // namespace
+
+const x8_kernels avx2_x8_kernels = {
+    all_rows<q8_0_x8<4>, q8_0_x8<3>, q8_0_x8<2>, q8_0_x8<1>>,
+    all_rows<q4_0_x8<4>, q4_0_x8<3>, q4_0_x8<2>, q4_0_x8<1>>,
+    all_rows<q4_k_x8<4>, q4_k_x8<3>, q4_k_x8<2>, q4_k_x8<1>>,
+    all_rows<q6_k_x8<4>, q6_k_x8<3>, q6_k_x8<2>, q6_k_x8<1>>,
+};
+
+}  // namespace nld
+
+#endif  // NLD_HAVE_AVX2_PATH
