@@ -17,12 +17,22 @@
 
 namespace nld {
 
+#ifdef NLD_HAVE_AVX2_PATH
+static void f16_row_avx2(const fp16_bits* h, float* dst, int64_t n);
+#endif
+
 void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst) {
     const uint8_t* row = w.data + (uint64_t)r * w.row_bytes;
     switch (w.type) {
     case ggml_type::f32: std::memcpy(dst, row, (size_t)w.n_in * sizeof(float)); break;
     case ggml_type::f16: {
         const fp16_bits* h = reinterpret_cast<const fp16_bits*>(row);
+#ifdef NLD_HAVE_AVX2_PATH
+        if (default_cpu_path() == cpu_path::avx2) {
+            f16_row_avx2(h, dst, w.n_in);
+            break;
+        }
+#endif
         for (int64_t i = 0; i < w.n_in; ++i) dst[i] = fp16_to_f32(h[i]);
         break;
     }
@@ -39,19 +49,25 @@ void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst) {
     }
 }
 
-// f32 dot product with a fixed order: 8 partial sums (lane k takes the
-// elements i with i % 8 == k), combined as ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)),
-// then the tail in order. Separate multiplies and adds (no FMA), so the AVX2
-// version below, which keeps the 8 partial sums in one register, gives the
-// same bits.
+// f32 dot product with a fixed order: 32 partial sums (sum k takes the
+// elements i < n32 with i % 32 == k, n32 = n rounded down to 32), the
+// elements [n32, n8) added to sums 0..7 by i % 8, the four groups of 8
+// combined lane-wise as (g0 + g1) + (g2 + g3), the 8 lanes as
+// ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)), then the tail in order. Separate
+// multiplies and adds (no FMA), so the AVX2 version below, which keeps the
+// sums in four registers, gives the same bits.
 static float reduce8(const float* s) { return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])); }
 
 static float dot_f32(const float* a, const float* b, int64_t n) {
-    float s[8] = {};
+    float s[32] = {};
     int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 32; ++k) s[k] += a[i + k] * b[i + k];
     for (; i + 8 <= n; i += 8)
         for (int k = 0; k < 8; ++k) s[k] += a[i + k] * b[i + k];
-    float total = reduce8(s);
+    float lanes[8];
+    for (int k = 0; k < 8; ++k) lanes[k] = (s[k] + s[k + 8]) + (s[k + 16] + s[k + 24]);
+    float total = reduce8(lanes);
     for (; i < n; ++i) total += a[i] * b[i];
     return total;
 }
@@ -63,14 +79,28 @@ static void axpy_f32(float p, const float* v, float* out, int64_t n) {
 
 #ifdef NLD_HAVE_AVX2_PATH
 __attribute__((target("avx2"))) static float dot_f32_avx2(const float* a, const float* b, int64_t n) {
-    __m256 acc = _mm256_setzero_ps();
+    __m256 g0 = _mm256_setzero_ps(), g1 = g0, g2 = g0, g3 = g0;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-    float s[8];
-    _mm256_storeu_ps(s, acc);
-    float total = reduce8(s);
+    for (; i + 32 <= n; i += 32) {
+        g0 = _mm256_add_ps(g0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+        g1 = _mm256_add_ps(g1, _mm256_mul_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8)));
+        g2 = _mm256_add_ps(g2, _mm256_mul_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16)));
+        g3 = _mm256_add_ps(g3, _mm256_mul_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24)));
+    }
+    for (; i + 8 <= n; i += 8) g0 = _mm256_add_ps(g0, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(g0, g1), _mm256_add_ps(g2, g3)));
+    float total = reduce8(lanes);
     for (; i < n; ++i) total += a[i] * b[i];
     return total;
+}
+
+// F16 -> F32 of n values (exact, as fp16_to_f32).
+__attribute__((target("avx2,f16c"))) static void f16_row_avx2(const fp16_bits* h, float* dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+    for (; i < n; ++i) dst[i] = fp16_to_f32(h[i]);
 }
 
 __attribute__((target("avx2"))) static void axpy_f32_avx2(float p, const float* v, float* out, int64_t n) {
