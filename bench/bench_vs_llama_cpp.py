@@ -1,35 +1,67 @@
-"""Our CPU forward against llama.cpp (llama-cpp-python) on the same GGUF, the
-same thread count, in one run, alternating: decode, the cost of 8- and
-32-token block forwards over a 256-token cache relative to a 1-token forward,
-and prefill.
+"""Our CPU forward against llama.cpp (llama-cpp-python) on the same GGUF, per
+thread count, in one run, alternating: decode, the cost of 4-, 8- and
+32-token block forwards over a cached prefix relative to a 1-token forward,
+prefill, and how far each is from this machine's roofline.
 
-    python bench/bench_vs_llama_cpp.py [--dir /tmp/nld-3b] [--types q8_0 q4_0 q4_k_m]
-                                       [--threads 2] [--runs 5] [--prefill 512]
+    python bench/bench_vs_llama_cpp.py [--dir /tmp/nld-3b] [--types f16 q8_0 q4_0 q4_k_m]
+                                       [--threads 1 2] [--runs 5] [--prefill 512]
+                                       [--prefill-runs 5] [--cache 256] [--roofline-runs 5]
+    python bench/bench_vs_llama_cpp.py --smoke      # small model, about a minute
 
 Setup (not CI): llama-cpp-python must be importable, e.g. built from source
-with `CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python`. The model
-is a random-weight checkpoint with the real 3B shapes
+with `CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python`, and a C++
+compiler (`c++`) must be on PATH for bench/roofline.cpp. The model is a
+random-weight checkpoint with the real 3B shapes
 (nld_cpp.testing.real_3b_spec), generated and converted into --dir when
-missing (never downloaded; about 7 GB bf16 plus the GGUFs).
+missing (never downloaded; about 7 GB bf16 plus the GGUFs). --smoke uses a
+small random checkpoint (SMOKE_SPEC) in /tmp/nld-bench-smoke, a 64-token
+cache and prompt and 2 runs, and writes its results next to that model, so
+the real results are left alone.
 
-Measured, per type and implementation, median (min, max) of --runs:
-- decode: one causal 1-token forward after a 256-token cache, as tokens/s;
-- block 8 / block 32: one 8- or 32-token forward over the same cache
-  (ours: the bidirectional block pass, which reads the cache and writes
-  nothing; llama.cpp: a causal batch, then the cache is cut back; the
-  attention mask does not change the cost), as a ratio to the 1-token
-  forward of the same implementation;
+Measured, per type, thread count and implementation, median (min, max) of
+--runs (prefill: of --prefill-runs):
+- decode: one causal 1-token forward after a --cache-token cache (then cut
+  back), as tokens/s;
+- block 4 / 8 / 32: one 4-, 8- or 32-token forward over the same cache
+  (ours: the bidirectional block pass, which reads the cache, writes nothing
+  and returns logits for every row; llama.cpp: a causal batch with logits
+  for every row, then the cache is cut back; the mask does not change the
+  cost),
+  as a ratio to the 1-token forward of the same implementation;
 - prefill: --prefill tokens from an empty cache, as tokens/s.
-Writes bench/results/bench_vs_llama_cpp.json and prints a table.
+
+Roofline (bench/roofline.cpp, compiled once, run per thread count before the
+model measurements): read_gb_s, a STREAM-like read bandwidth, and
+int8_gop_s, the AVX2 maddubs int8 multiply-add peak (1 MAC = 2 ops). From
+the GGUF (gguf.GGUFReader):
+- decode_bytes = sum of the tensor data sizes except token_embd.weight (a
+  decode token reads one row of it); the KV cache is not counted;
+- matmul_params = sum of the element counts of all 2-D tensors except
+  token_embd.weight (every matrix including the output head).
+- decode % = (decode_bytes / forward_1 median s) / read_gb_s;
+- block 32 % = (2 * matmul_params * 32 / block 32 median s) / int8_gop_s;
+- prefill % = (2 * matmul_params * prefill tok/s median) / int8_gop_s.
+The ops count every matrix for every token (also the head, which the
+last-logits runs apply once), and F16 files are held to the same int8 peak.
+
+Prints three markdown tables (figures; ours / llama.cpp ratios of decode and
+prefill medians and of the block-32 median time; roofline %) and writes them
+to bench/results/bench_vs_llama_cpp.md, everything (machine, date, versions,
+roofline, results) to bench/results/bench_vs_llama_cpp.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -37,26 +69,94 @@ from typing import Callable, Dict, List
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "bench_vs_llama_cpp.json"
-CACHE = 256
+RESULTS_DIR = ROOT / "bench" / "results"
+RESULTS_NAME = "bench_vs_llama_cpp"
+ROOFLINE_SRC = ROOT / "bench" / "roofline.cpp"
+BLOCKS = (4, 8, 32)
+FIRST_ORDINARY_TOKEN = 1256  # ids below are control and byte tokens in the random tokenizer
+MAX_TOKEN = 120000
+
+DEFAULTS = {"dir": "/tmp/nld-3b", "runs": 5, "prefill": 512, "prefill_runs": 5, "cache": 256, "roofline_runs": 5}
+SMOKE_DEFAULTS = {"dir": "/tmp/nld-bench-smoke", "runs": 2, "prefill": 64, "prefill_runs": 2, "cache": 64,
+                  "roofline_runs": 2}
 
 
-def ensure_files(folder: Path, types: List[str]) -> Dict[str, Path]:
+def smoke_spec():  # type: ignore[no-untyped-def]
+    """A small checkpoint whose matrix rows fill 256-element K-quant super-blocks (so q4_k_m has no fallbacks)."""
+    from nld_cpp.testing import CheckpointSpec
+
+    return CheckpointSpec(vocab_size=4096, hidden_size=256, intermediate_size=768, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                          max_position_embeddings=512, original_max_position_embeddings=2048, lora_rank=0)
+
+
+def ensure_files(folder: Path, types: List[str], smoke: bool = False) -> Dict[str, Path]:
     from nld_cpp.convert import convert_checkpoint
     from nld_cpp.testing import make_checkpoint, real_3b_spec
 
     ckpt = folder / "hf"
+    stem = "nld-smoke" if smoke else "nld-3b"
     if not (ckpt / "config.json").is_file():
-        print(f"generating the 3B-shaped checkpoint in {ckpt} ...", flush=True)
-        make_checkpoint(ckpt, real_3b_spec())
+        print(f"generating the {'small' if smoke else '3B-shaped'} checkpoint in {ckpt} ...", flush=True)
+        make_checkpoint(ckpt, smoke_spec() if smoke else real_3b_spec())
     out = {}
     for t in types:
-        path = folder / f"nld-3b-{t}.gguf"
+        path = folder / f"{stem}-{t}.gguf"
         if not path.is_file():
             print(f"converting -> {path.name} ...", flush=True)
             convert_checkpoint(ckpt, path, outtype=t, progress=False, lora=False)
         out[t] = path
     return out
+
+
+def model_sizes(path: Path) -> Dict[str, int]:
+    """decode_bytes and matmul_params of one GGUF (see the module docstring)."""
+    import gguf
+
+    tensors = [t for t in gguf.GGUFReader(str(path)).tensors if t.name != "token_embd.weight"]
+    return {"decode_bytes": int(sum(int(t.n_bytes) for t in tensors)),
+            "matmul_params": int(sum(int(t.n_elements) for t in tensors if len(t.shape) == 2))}
+
+
+def build_roofline(folder: Path) -> Path:
+    compiler = shutil.which("c++")
+    if compiler is None:
+        sys.exit("no C++ compiler: `c++` is not on PATH, and bench/roofline.cpp must be compiled "
+                 "(install g++ or clang++)")
+    binary = folder / "roofline"
+    cmd = [compiler, "-O2", "-march=native", "-pthread", str(ROOFLINE_SRC), "-o", str(binary)]
+    built = subprocess.run(cmd, capture_output=True, text=True)
+    if built.returncode != 0:
+        sys.exit(f"compiling bench/roofline.cpp failed ({' '.join(cmd)}):\n{built.stderr}")
+    return binary
+
+
+def run_roofline(binary: Path, threads: int, runs: int) -> Dict[str, float]:
+    done = subprocess.run([str(binary), str(threads), str(runs)], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"roofline {threads} {runs} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def machine_info() -> Dict[str, object]:
+    model_name, flags = platform.processor() or platform.machine(), set()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        lscpu = ""
+    for line in lscpu.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            model_name = value.strip()
+        elif key.strip() == "Flags":
+            flags = set(value.split())
+    if not flags and Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.partition(":")[2].split())
+                break
+    return {"platform": platform.platform(), "cpu_model": model_name, "cpus": os.cpu_count(),
+            "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni")}}
 
 
 class Ours:
@@ -104,7 +204,14 @@ class Llama:
         self.llm.n_tokens = n
 
     step = _eval_and_cut
-    block = _eval_and_cut
+
+    def block(self, tokens: List[int]) -> None:
+        # Logits for every row, as a diffusion block needs (and as ours
+        # returns); llama-cpp-python's eval would ask for the last row only.
+        n = self.llm.n_tokens
+        self.llm._batch.set_batch(batch=tokens, n_past=n, logits_all=True)
+        self.llm._ctx.decode(self.llm._batch)
+        self.llm._ctx.kv_cache_seq_rm(-1, n, -1)
 
     def close(self) -> None:
         self.llm.close()
@@ -120,75 +227,145 @@ def summary(values: List[float]) -> Dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def measure(impl_cls, path: Path, args: argparse.Namespace, rng: np.random.Generator) -> Dict[str, object]:
-    n_vocab_safe = 120000
-    impl = impl_cls(path, args.threads, max(args.prefill, CACHE + 64) + 8)
+def measure(impl_cls, path: Path, threads: int, args: argparse.Namespace, max_token: int,
+            rng: np.random.Generator) -> Dict[str, object]:
+    def random_tokens(n: int) -> List[int]:
+        return [int(t) for t in rng.integers(FIRST_ORDINARY_TOKEN, max_token, n)]
+
+    impl = impl_cls(path, threads, max(args.prefill, args.cache + max(BLOCKS) + 32) + 8)
     try:
-        cache = [int(t) for t in rng.integers(1256, n_vocab_safe, CACHE)]
-        impl.prefill(cache)
-        one, b8, b32 = [], [], []
+        impl.prefill(random_tokens(args.cache))
+        one: List[float] = []
+        blocks: Dict[int, List[float]] = {n: [] for n in BLOCKS}
         for _ in range(args.runs):
-            tok = [int(rng.integers(1256, n_vocab_safe))]
+            tok = random_tokens(1)
             one.append(timed(lambda: impl.step(tok)))
-            blk8 = [int(t) for t in rng.integers(1256, n_vocab_safe, 8)]
-            b8.append(timed(lambda: impl.block(blk8)))
-            blk32 = [int(t) for t in rng.integers(1256, n_vocab_safe, 32)]
-            b32.append(timed(lambda: impl.block(blk32)))
-        pre = []
+            for n in BLOCKS:
+                blk = random_tokens(n)
+                blocks[n].append(timed(lambda: impl.block(blk)))
+        prefill_s = []
         for _ in range(args.prefill_runs):
-            prompt = [int(t) for t in rng.integers(1256, n_vocab_safe, args.prefill)]
-            pre.append(args.prefill / timed(lambda: impl.prefill(prompt)))
+            prompt = random_tokens(args.prefill)
+            prefill_s.append(timed(lambda: impl.prefill(prompt)))
     finally:
         impl.close()
     t1 = statistics.median(one)
-    return {"decode_tok_s": summary([1.0 / t for t in one]), "forward_1_s": summary(one),
-            "block8_ratio": summary([t / t1 for t in b8]), "block32_ratio": summary([t / t1 for t in b32]),
-            "prefill_tok_s": summary(pre)}
+    out: Dict[str, object] = {"decode_tok_s": summary([1.0 / t for t in one]), "forward_1_s": summary(one)}
+    for n in BLOCKS:
+        out[f"block{n}_s"] = summary(blocks[n])
+        out[f"block{n}_ratio"] = summary([t / t1 for t in blocks[n]])
+    out["prefill_s"] = summary(prefill_s)
+    out["prefill_tok_s"] = summary([args.prefill / t for t in prefill_s])
+    return out
+
+
+def roofline_pct(r: Dict[str, Dict[str, float]], sizes: Dict[str, int], roof: Dict[str, float]) -> Dict[str, float]:
+    read_bytes_s, int8_ops_s = roof["read_gb_s"] * 1e9, roof["int8_gop_s"] * 1e9
+    ops_per_token = 2.0 * sizes["matmul_params"]
+    return {"decode_pct_read": 100.0 * sizes["decode_bytes"] / r["forward_1_s"]["median"] / read_bytes_s,
+            "block32_pct_int8": 100.0 * ops_per_token * 32 / r["block32_s"]["median"] / int8_ops_s,
+            "prefill_pct_int8": 100.0 * ops_per_token * r["prefill_tok_s"]["median"] / int8_ops_s}
 
 
 def fmt(s: Dict[str, float], digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
+def tables(results: Dict[str, Dict[str, Dict[str, dict]]], roofline: Dict[str, dict], args: argparse.Namespace) -> str:
+    lines = [f"median (min-max) of {args.runs} runs; prefill {args.prefill} tokens, {args.prefill_runs} runs; "
+             f"blocks over a {args.cache}-token cache, time relative to a 1-token forward", "",
+             "| type | threads | impl | decode tok/s | block 4 / 1 | block 8 / 1 | block 32 / 1 | prefill tok/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t, by_threads in results.items():
+        for n, by_impl in by_threads.items():
+            for name, r in by_impl.items():
+                lines.append(f"| {t} | {n} | {name} | {fmt(r['decode_tok_s'])} | {fmt(r['block4_ratio'])} | "
+                             f"{fmt(r['block8_ratio'])} | {fmt(r['block32_ratio'])} | {fmt(r['prefill_tok_s'], 1)} |")
+            ours, theirs = by_impl[Ours.name], by_impl[Llama.name]
+            decode = ours["decode_tok_s"]["median"] / theirs["decode_tok_s"]["median"]
+            block32 = ours["block32_s"]["median"] / theirs["block32_s"]["median"]
+            prefill = ours["prefill_tok_s"]["median"] / theirs["prefill_tok_s"]["median"]
+            lines.append(f"| {t} | {n} | ours / llama.cpp | {decode:.2f}x | | | time {block32:.2f}x | {prefill:.2f}x |")
+    lines += ["", "roofline (" + "; ".join(f"{n} threads: read {r['read_gb_s']:.1f} GB/s, "
+                                           f"int8 {r['int8_gop_s']:.0f} GOP/s" for n, r in roofline.items()) + ")", "",
+              "| type | threads | impl | decode % of read bandwidth | block 32 % of int8 peak | "
+              "prefill % of int8 peak |", "|---|---|---|---|---|---|"]
+    for t, by_threads in results.items():
+        for n, by_impl in by_threads.items():
+            for name, r in by_impl.items():
+                p = r["roofline"]
+                lines.append(f"| {t} | {n} | {name} | {p['decode_pct_read']:.1f} | {p['block32_pct_int8']:.1f} | "
+                             f"{p['prefill_pct_int8']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: List[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default="/tmp/nld-3b")
-    ap.add_argument("--types", nargs="+", default=["q8_0", "q4_0", "q4_k_m"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--prefill", type=int, default=512)
-    ap.add_argument("--prefill-runs", type=int, default=3)
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("--smoke", action="store_true", help="small random model, short runs, results kept in --dir")
+    ap.add_argument("--dir", help=f"model folder (default {DEFAULTS['dir']}, --smoke {SMOKE_DEFAULTS['dir']})")
+    ap.add_argument("--types", nargs="+", default=["f16", "q8_0", "q4_0", "q4_k_m"])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--runs", type=int)
+    ap.add_argument("--prefill", type=int, help="prefill prompt length in tokens")
+    ap.add_argument("--prefill-runs", type=int)
+    ap.add_argument("--cache", type=int, help="cached tokens before the decode and block forwards")
+    ap.add_argument("--roofline-runs", type=int)
+    ap.add_argument("--name", default=RESULTS_NAME,
+                    help="results file stem in bench/results (e.g. a second run with other settings)")
     args = ap.parse_args(argv)
+    for key, value in (SMOKE_DEFAULTS if args.smoke else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     try:
         import llama_cpp
     except ImportError:
         sys.exit("llama_cpp is not importable: install llama-cpp-python first (see this file's docstring)")
-    files = ensure_files(Path(args.dir), args.types)
+
+    with tempfile.TemporaryDirectory(prefix="nld-roofline-") as tmp:
+        binary = build_roofline(Path(tmp))
+        roofline = {}
+        for n in args.threads:
+            print(f"roofline, {n} threads ...", flush=True)
+            roofline[str(n)] = run_roofline(binary, n, args.roofline_runs)
+
+    folder = Path(args.dir)
+    files = ensure_files(folder, args.types, smoke=args.smoke)
+    max_token = smoke_spec().vocab_size if args.smoke else MAX_TOKEN
     rng = np.random.default_rng(0)
-    results: Dict[str, Dict[str, object]] = {}
+    results: Dict[str, Dict[str, Dict[str, dict]]] = {}
+    sizes: Dict[str, Dict[str, int]] = {}
     for t, path in files.items():
+        sizes[t] = model_sizes(path)
         results[t] = {}
-        for impl in (Ours, Llama):  # alternating implementations on the same file
-            print(f"{t} {impl.name} ...", flush=True)
-            results[t][impl.name] = measure(impl, path, args, rng)
-    print(f"\n{args.threads} threads, median (min-max) of {args.runs} runs; prefill {args.prefill} tokens, "
-          f"{args.prefill_runs} runs; blocks over a {CACHE}-token cache, relative to a 1-token forward")
-    print("| type | impl | decode tok/s | block 8 / 1 | block 32 / 1 | prefill tok/s |")
-    print("|---|---|---|---|---|---|")
-    for t, by_impl in results.items():
-        for name, r in by_impl.items():
-            print(f"| {t} | {name} | {fmt(r['decode_tok_s'])} | {fmt(r['block8_ratio'])} | "
-                  f"{fmt(r['block32_ratio'])} | {fmt(r['prefill_tok_s'], 1)} |")
-        ours, theirs = by_impl["nld_cpp"], by_impl["llama.cpp"]
-        print(f"| {t} | ours / llama.cpp | {ours['decode_tok_s']['median'] / theirs['decode_tok_s']['median']:.2f}x | "
-              f"| | {ours['prefill_tok_s']['median'] / theirs['prefill_tok_s']['median']:.2f}x |")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "bench_vs_llama_cpp", "model": "random weights, real 3B shapes (real_3b_spec)",
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "threads": args.threads}, "llama_cpp_python": llama_cpp.__version__,
-        "runs": args.runs, "prefill_tokens": args.prefill, "cache_tokens": CACHE, "results": results}, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+        for n in args.threads:
+            results[t][str(n)] = {}
+            for impl in (Ours, Llama):  # alternating implementations on the same file
+                print(f"{t} {n} threads {impl.name} ...", flush=True)
+                r = measure(impl, path, n, args, max_token, rng)
+                r["roofline"] = roofline_pct(r, sizes[t], roofline[str(n)])
+                results[t][str(n)][impl.name] = r
+
+    machine = machine_info()
+    markdown = tables(results, roofline, args)
+    print("\n" + markdown)
+    if args.smoke:
+        out_json, out_md = folder / f"{RESULTS_NAME}.smoke.json", folder / f"{RESULTS_NAME}.smoke.md"
+    else:
+        out_json, out_md = RESULTS_DIR / f"{args.name}.json", RESULTS_DIR / f"{args.name}.md"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    model = "random weights, small smoke shapes" if args.smoke else "random weights, real 3B shapes (real_3b_spec)"
+    header = f"# bench_vs_llama_cpp\n\n{model}; {machine['cpu_model']}, {machine['cpus']} CPUs, " \
+             f"llama-cpp-python {llama_cpp.__version__}\n\n"
+    out_md.write_text(header + markdown)
+    out_json.write_text(json.dumps({
+        "benchmark": RESULTS_NAME, "model": model, "smoke": args.smoke,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine, "llama_cpp_python": llama_cpp.__version__,
+        "threads": args.threads, "runs": args.runs, "prefill_tokens": args.prefill,
+        "prefill_runs": args.prefill_runs, "cache_tokens": args.cache, "blocks": list(BLOCKS),
+        "roofline": roofline, "model_sizes": sizes, "files": {t: str(p) for t, p in files.items()},
+        "results": results}, indent=1) + "\n")
+    print(f"wrote {out_json} and {out_md}")
 
 
 if __name__ == "__main__":
