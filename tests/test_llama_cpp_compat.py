@@ -31,7 +31,10 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def llama_greedy(path: Path, prompt: list[int], mask_id: int) -> list[int]:
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=False)
+    # An F32 KV cache as ours: llama.cpp's default F16 cache perturbs every later
+    # activation by f16 rounding, enough to move 8-bit activation quantization steps.
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=256, n_threads=2, verbose=False, logits_all=False,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
 
     def no_mask(_ids, logits):  # the runtime never emits the mask id (spec section 5)
         logits[mask_id] = -np.inf
