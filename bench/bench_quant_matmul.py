@@ -3,7 +3,10 @@
     python bench/bench_quant_matmul.py [--n-in 3072] [--n-out 9216] [--rows 1 8] [--threads 1]
 
 Prints ms per call (best of --repeat) and effective weight bandwidth. Uses the
-installed nld_cpp (nld_matmul, the op the forward pass runs).
+installed nld_cpp (nld_matmul, the op the forward pass runs). On the AVX2 path
+a matrix whose row count is a multiple of 8 is repacked into the x8 layout on
+every nld_matmul call (a loaded model does it once), so those timings include
+the repack; bench/bench_kernels.py times the x8 kernels alone.
 """
 
 from __future__ import annotations
