@@ -2,7 +2,7 @@
 // on a weight matrix far larger than the caches (221184 x 3072, about 0.5-1
 // GB by type), so the 1-row case shows the weight stream and the many-row
 // cases the arithmetic. Built and run by bench/bench_kernels.py:
-//   c++ -O3 -std=c++17 -ffp-contract=off -pthread -I. -Icsrc \
+//   c++ -O3 -std=c++17 -ffp-contract=off -pthread -I. -Icsrc
 //       bench/kernel_throughput.cpp quants/*.cpp -o kernel_throughput
 //   kernel_throughput TYPE THREADS ROWS [REPEATS]
 // TYPE is the ggml type id (8 Q8_0, 2 Q4_0, 12 Q4_K, 14 Q6_K). Prints one JSON

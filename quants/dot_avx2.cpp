@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include "quants/quants.h"
+#include "quants/row_passes.h"
 
 #define NLD_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -24,7 +25,6 @@ namespace nld {
 
 namespace {
 
-constexpr int kMaxRows = 4;  // activation rows per weight pass (accumulators stay in registers)
 
 NLD_AVX2 inline float half(fp16_bits h) { return _cvtsh_ss(h); }
 
@@ -161,24 +161,6 @@ NLD_AVX2 void q6_k_rows(int64_t n, const void* wv, const void* x, size_t stride,
         }
     }
     for (int r = 0; r < R; ++r) y[r * y_stride] = sum[r];
-}
-
-template <int R>
-using rows_kernel = void (*)(int64_t, const void*, const void*, size_t, float*, int64_t);
-
-// Groups of kMaxRows rows, then the remainder with a kernel of its size.
-template <rows_kernel<4> K4, rows_kernel<3> K3, rows_kernel<2> K2, rows_kernel<1> K1>
-void all_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y, int64_t y_stride) {
-    const uint8_t* xb = static_cast<const uint8_t*>(x);
-    int64_t r = 0;
-    for (; r + kMaxRows <= n_rows; r += kMaxRows) K4(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
-    const uint8_t* rest = xb + (size_t)r * x_stride;
-    switch (n_rows - r) {
-    case 3: K3(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
-    case 2: K2(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
-    case 1: K1(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
-    default: break;
-    }
 }
 
 template <typename U>

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "quants/repack.h"
+#include "quants/row_passes.h"
 
 #define NLD_AVX2 __attribute__((target("avx2,fma,f16c")))
 
@@ -122,6 +123,23 @@ NLD_AVX2 inline __m256 q4_k_term(const block_q4_kx8& w, const block_q8_k& xb, __
     const __m256 xd = _mm256_set1_ps(xb.d);
     return _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(half8(w.d), xd), _mm256_cvtepi32_ps(isum)),
                          _mm256_mul_ps(_mm256_mul_ps(half8(w.dmin), xd), _mm256_cvtepi32_ps(msum)));
+}
+
+// One row's super-block term of Q6_K: (d * xd) * (isum - 32 * offset), lane
+// by lane; offset = sum over groups of scale * (sum of x) (the stored q is
+// the value + 32).
+NLD_AVX2 inline __m256 q6_k_term(const block_q6_kx8& w, const block_q8_k& xb, __m256i isum) {
+    __m256i offset = _mm256_setzero_si256();
+    for (int p = 0; p < 8; ++p) {  // groups 2p, 2p+1: scale pairs against the pair of bsums
+        const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales + 8 * (2 * p)));
+        const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales + 8 * (2 * p + 1)));
+        int32_t pair;
+        std::memcpy(&pair, xb.bsums + 2 * p, 4);
+        offset = _mm256_add_epi32(offset, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, c)),
+                                                            _mm256_set1_epi32(pair)));
+    }
+    const __m256i total = _mm256_sub_epi32(isum, _mm256_slli_epi32(offset, 5));
+    return _mm256_mul_ps(_mm256_mul_ps(half8(w.d), _mm256_set1_ps(xb.d)), _mm256_cvtepi32_ps(total));
 }
 
 // One activation row (decode): the weight stream is the bound, and these
@@ -236,26 +254,8 @@ NLD_AVX2 void q6_k_x8_stream(int64_t n, const void* wv, const void* x, size_t st
                 }
             }
         }
-        // 32 * sum_g scale_g * (sum of x in group g), taken back out (stored q is value + 32).
-        __m256i sc_pairs[8];
-        for (int p = 0; p < 8; ++p) {
-            const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b].scales + 8 * (2 * p)));
-            const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b].scales + 8 * (2 * p + 1)));
-            sc_pairs[p] = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, c));
-        }
-        const __m256 d = half8(w[b].d);
-        for (int r = 0; r < R; ++r) {
-            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
-            __m256i offset = _mm256_setzero_si256();
-            for (int p = 0; p < 8; ++p) {
-                int32_t pair;
-                std::memcpy(&pair, xb.bsums + 2 * p, 4);
-                offset = _mm256_add_epi32(offset, _mm256_madd_epi16(sc_pairs[p], _mm256_set1_epi32(pair)));
-            }
-            const __m256i total = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(offset, 5));
-            sum[r] = _mm256_add_ps(sum[r], _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
-                                                         _mm256_cvtepi32_ps(total)));
-        }
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm256_add_ps(sum[r], q6_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
 }
@@ -365,46 +365,10 @@ NLD_AVX2 void q6_k_x8(int64_t n, const void* wv, const void* x, size_t stride, f
                 }
             }
         }
-        // 32 * sum_g scale_g * (sum of x in group g), taken back out (stored q is value + 32).
-        __m256i sc_pairs[8];
-        for (int p = 0; p < 8; ++p) {
-            const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b].scales + 8 * (2 * p)));
-            const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b].scales + 8 * (2 * p + 1)));
-            sc_pairs[p] = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, c));
-        }
-        const __m256 d = half8(w[b].d);
-        for (int r = 0; r < R; ++r) {
-            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
-            __m256i offset = _mm256_setzero_si256();
-            for (int p = 0; p < 8; ++p) {
-                int32_t pair;
-                std::memcpy(&pair, xb.bsums + 2 * p, 4);
-                offset = _mm256_add_epi32(offset, _mm256_madd_epi16(sc_pairs[p], _mm256_set1_epi32(pair)));
-            }
-            const __m256i total = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(offset, 5));
-            sum[r] = _mm256_add_ps(sum[r], _mm256_mul_ps(_mm256_mul_ps(d, _mm256_set1_ps(xb.d)),
-                                                         _mm256_cvtepi32_ps(total)));
-        }
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm256_add_ps(sum[r], q6_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
-}
-
-template <int R>
-using group_kernel = void (*)(int64_t, const void*, const void*, size_t, float*, int64_t);
-
-// Passes of 4 activation rows, then the remainder with a kernel of its size.
-template <group_kernel<4> K4, group_kernel<3> K3, group_kernel<2> K2, group_kernel<1> K1>
-void all_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y, int64_t y_stride) {
-    const uint8_t* xb = static_cast<const uint8_t*>(x);
-    int64_t r = 0;
-    for (; r + 4 <= n_rows; r += 4) K4(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
-    const uint8_t* rest = xb + (size_t)r * x_stride;
-    switch (n_rows - r) {
-    case 3: K3(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
-    case 2: K2(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
-    case 1: K1(n, w, rest, x_stride, y + r * y_stride, y_stride); break;
-    default: break;
-    }
 }
 
 }  // namespace

@@ -141,29 +141,46 @@ bool can_repack_x8(const weight_matrix& w) {
 
 namespace {
 
+// The n activation rows of a quantized matmul, quantized once per call into
+// the calling thread's buffer: Q8_K rows for K-quant weights, otherwise Q8_0
+// rows (block_q8_0s on the x8 path). Blocks hold floats, so the buffer is
+// float-aligned.
+const uint8_t* quantize_activations(threadpool& pool, const weight_matrix& w, const float* x, int64_t n, bool x8,
+                                    size_t* row_bytes) {
+    const bool k_quant = w.type == ggml_type::q4_k || w.type == ggml_type::q6_k;
+    const size_t bytes = k_quant ? (size_t)(w.n_in / QK_K) * sizeof(block_q8_k)
+                         : x8    ? (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0s)
+                                 : (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0);
+    thread_local std::vector<float> storage;
+    storage.resize((n * bytes + sizeof(float) - 1) / sizeof(float));
+    uint8_t* act = reinterpret_cast<uint8_t*>(storage.data());
+    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+            const float* row = x + t * w.n_in;
+            uint8_t* out = act + t * bytes;
+            if (k_quant)
+                quantize_row_q8_k(row, reinterpret_cast<block_q8_k*>(out), w.n_in);
+            else if (x8)
+                quantize_row_q8_0s(row, reinterpret_cast<block_q8_0s*>(out), w.n_in);
+            else
+                quantize_row_q8_0(row, reinterpret_cast<block_q8_0*>(out), w.n_in);
+        }
+    });
+    *row_bytes = bytes;
+    return act;
+}
+
 // The x8 path: each thread takes whole groups of 8 weight rows and runs every
 // activation row past a group while it is in L1 (the activations, a few
 // hundred KB for a prefill, stay in L2/L3).
 void matmul_x8(threadpool& pool, const x8_kernels& kernels, const weight_matrix& w, const float* x, float* y,
                int64_t n) {
-    const bool k_quant = w.type == ggml_type::q4_k || w.type == ggml_type::q6_k;
     const gemm_x8_fn gemm = w.type == ggml_type::q8_0   ? kernels.q8_0
                             : w.type == ggml_type::q4_0 ? kernels.q4_0
                             : w.type == ggml_type::q4_k ? kernels.q4_k
                                                         : kernels.q6_k;
-    const size_t act_row_bytes = k_quant ? (size_t)(w.n_in / QK_K) * sizeof(block_q8_k)
-                                         : (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0s);
-    thread_local std::vector<float> act_storage;
-    act_storage.resize((n * act_row_bytes + sizeof(float) - 1) / sizeof(float));
-    uint8_t* act = reinterpret_cast<uint8_t*>(act_storage.data());
-    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-            if (k_quant)
-                quantize_row_q8_k(x + t * w.n_in, reinterpret_cast<block_q8_k*>(act + t * act_row_bytes), w.n_in);
-            else
-                quantize_row_q8_0s(x + t * w.n_in, reinterpret_cast<block_q8_0s*>(act + t * act_row_bytes), w.n_in);
-        }
-    });
+    size_t act_row_bytes = 0;
+    const uint8_t* act = quantize_activations(pool, w, x, n, true, &act_row_bytes);
     const size_t group_bytes = x8_bytes((int32_t)w.type, kGroupRows, w.n_in);
     pool.parallel_for(w.n_out / kGroupRows, [&](int64_t begin, int64_t end) {
         for (int64_t g = begin; g < end; ++g)
@@ -180,26 +197,12 @@ void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, 
         matmul_x8(pool, *kernels.x8, w, x, y, n);
         return;
     }
-    const bool k_quant = w.type == ggml_type::q4_k || w.type == ggml_type::q6_k;
     const dot_rows_fn dot = w.type == ggml_type::q8_0   ? kernels.q8_0
                            : w.type == ggml_type::q4_0 ? kernels.q4_0
                            : w.type == ggml_type::q4_k ? kernels.q4_k
                                                        : kernels.q6_k;
-    const size_t act_row_bytes = k_quant ? (size_t)(w.n_in / QK_K) * sizeof(block_q8_k)
-                                         : (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0);
-    // (n, act_row_bytes): the activations, quantized once per call. Blocks
-    // hold floats, so the buffer is float-aligned.
-    thread_local std::vector<float> act_storage;
-    act_storage.resize((n * act_row_bytes + sizeof(float) - 1) / sizeof(float));
-    uint8_t* act = reinterpret_cast<uint8_t*>(act_storage.data());
-    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
-            if (k_quant)
-                quantize_row_q8_k(x + t * w.n_in, reinterpret_cast<block_q8_k*>(act + t * act_row_bytes), w.n_in);
-            else
-                quantize_row_q8_0(x + t * w.n_in, reinterpret_cast<block_q8_0*>(act + t * act_row_bytes), w.n_in);
-        }
-    });
+    size_t act_row_bytes = 0;
+    const uint8_t* act = quantize_activations(pool, w, x, n, false, &act_row_bytes);
     // Each weight row meets a tile of activation rows while it is in cache;
     // tiles of kRowTile rows (about 200 KB of activations for n_in 3072) stay
     // in L2 during prefill. Every y element is still one dot product.
