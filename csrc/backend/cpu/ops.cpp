@@ -141,6 +141,14 @@ bool can_repack_x8(const weight_matrix& w) {
 
 namespace {
 
+// The kernel of a block-quantized weight type in a kernel table (dot_kernels
+// or x8_kernels: both have one field per type).
+template <typename Table>
+auto kernel_for_type(const Table& kernels, ggml_type t) {
+    return t == ggml_type::q8_0 ? kernels.q8_0 : t == ggml_type::q4_0 ? kernels.q4_0
+                                               : t == ggml_type::q4_k ? kernels.q4_k : kernels.q6_k;
+}
+
 // The n activation rows of a quantized matmul, quantized once per call into
 // the calling thread's buffer: Q8_K rows for K-quant weights, otherwise Q8_0
 // rows (block_q8_0s on the x8 path). Blocks hold floats, so the buffer is
@@ -175,10 +183,7 @@ const uint8_t* quantize_activations(threadpool& pool, const weight_matrix& w, co
 // hundred KB for a prefill, stay in L2/L3).
 void matmul_x8(threadpool& pool, const x8_kernels& kernels, const weight_matrix& w, const float* x, float* y,
                int64_t n) {
-    const gemm_x8_fn gemm = w.type == ggml_type::q8_0   ? kernels.q8_0
-                            : w.type == ggml_type::q4_0 ? kernels.q4_0
-                            : w.type == ggml_type::q4_k ? kernels.q4_k
-                                                        : kernels.q6_k;
+    const gemm_x8_fn gemm = kernel_for_type(kernels, w.type);
     size_t act_row_bytes = 0;
     const uint8_t* act = quantize_activations(pool, w, x, n, true, &act_row_bytes);
     const size_t group_bytes = x8_bytes((int32_t)w.type, kGroupRows, w.n_in);
@@ -197,10 +202,7 @@ void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, 
         matmul_x8(pool, *kernels.x8, w, x, y, n);
         return;
     }
-    const dot_rows_fn dot = w.type == ggml_type::q8_0   ? kernels.q8_0
-                           : w.type == ggml_type::q4_0 ? kernels.q4_0
-                           : w.type == ggml_type::q4_k ? kernels.q4_k
-                                                       : kernels.q6_k;
+    const dot_rows_fn dot = kernel_for_type(kernels, w.type);
     size_t act_row_bytes = 0;
     const uint8_t* act = quantize_activations(pool, w, x, n, false, &act_row_bytes);
     // Each weight row meets a tile of activation rows while it is in cache;
