@@ -97,9 +97,9 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
 
         // x = rmsnorm(h); q, k, v projections
         rmsnorm(s.hidden.data(), L.attn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
-        matmul(ctx.pool, L.wq, s.normed.data(), s.q.data(), n);
-        matmul(ctx.pool, L.wk, s.normed.data(), s.k.data(), n);
-        matmul(ctx.pool, L.wv, s.normed.data(), s.v.data(), n);
+        const weight_matrix* qkv[3] = {&L.wq, &L.wk, &L.wv};
+        float* qkv_out[3] = {s.q.data(), s.k.data(), s.v.data()};
+        matmul_same_input(ctx.pool, qkv, qkv_out, 3, s.normed.data(), n);
 
         // RoPE on q and k at absolute positions, then the query scale.
         rope_adjacent(s.q.data(), n, hp.n_head, HD, layout.positions.data(), m.rope_inv_freq.data(),
@@ -130,8 +130,9 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
 
         // h += Wdown(silu(Wgate x) * Wup x)
         rmsnorm(s.hidden.data(), L.ffn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
-        matmul(ctx.pool, L.ffn_gate, s.normed.data(), s.gate.data(), n);
-        matmul(ctx.pool, L.ffn_up, s.normed.data(), s.up.data(), n);
+        const weight_matrix* gate_up[2] = {&L.ffn_gate, &L.ffn_up};
+        float* gate_up_out[2] = {s.gate.data(), s.up.data()};
+        matmul_same_input(ctx.pool, gate_up, gate_up_out, 2, s.normed.data(), n);
         swiglu(s.gate.data(), s.up.data(), n * hp.n_ff);
         matmul(ctx.pool, L.ffn_down, s.gate.data(), s.proj.data(), n);
         for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];

@@ -193,7 +193,67 @@ void matmul_x8(threadpool& pool, const x8_kernels& kernels, const weight_matrix&
     });
 }
 
+// Whether quantize_activations gives w and v the same activation rows.
+bool same_activations(const weight_matrix& w, const weight_matrix& v) {
+    const auto k_quant = [](ggml_type t) { return t == ggml_type::q4_k || t == ggml_type::q6_k; };
+    return w.n_in == v.n_in && k_quant(w.type) == k_quant(v.type);
+}
+
 }  // namespace
+
+void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* const* ys, int count, const float* x,
+                       int64_t n) {
+    const dot_kernels& kernels = kernels_for(default_cpu_path());
+    bool fused = kernels.x8 != nullptr && count > 0;
+    for (int i = 0; i < count && fused; ++i)
+        fused = is_block_quantized(ws[i]->type) && ws[i]->x8 && same_activations(*ws[0], *ws[i]);
+    if (!fused) {
+        for (int i = 0; i < count; ++i) matmul(pool, *ws[i], x, ys[i], n);
+        return;
+    }
+    size_t act_row_bytes = 0;
+    const uint8_t* act = quantize_activations(pool, *ws[0], x, n, true, &act_row_bytes);
+    // Every group of every matrix in one list; each thread takes a run of it
+    // holding about an equal share of the weight bytes (the types may differ).
+    struct segment {
+        gemm_x8_fn gemm;
+        const weight_matrix* w;
+        float* y;
+        size_t group_bytes;
+        int64_t first;  // index of its first group in the list
+    };
+    std::vector<segment> segs;
+    int64_t total_groups = 0;
+    size_t total_bytes = 0;
+    for (int i = 0; i < count; ++i) {
+        const size_t gb = x8_bytes((int32_t)ws[i]->type, kGroupRows, ws[i]->n_in);
+        segs.push_back({kernel_for_type(*kernels.x8, ws[i]->type), ws[i], ys[i], gb, total_groups});
+        total_groups += ws[i]->n_out / kGroupRows;
+        total_bytes += gb * (size_t)(ws[i]->n_out / kGroupRows);
+    }
+    const int parts = pool.size();
+    std::vector<int64_t> bounds((size_t)parts + 1, total_groups);
+    bounds[0] = 0;
+    size_t done = 0;
+    int part = 1;
+    for (const segment& sg : segs) {
+        const int64_t groups = sg.w->n_out / kGroupRows;
+        for (int64_t g = 0; g < groups && part < parts; ++g, done += sg.group_bytes)
+            while (part < parts && done * (size_t)parts >= total_bytes * (size_t)part) bounds[(size_t)part++] = sg.first + g;
+    }
+    pool.parallel_for(parts, [&](int64_t begin, int64_t end) {
+        for (int64_t p = begin; p < end; ++p) {
+            size_t s = 0;
+            for (int64_t g = bounds[(size_t)p]; g < bounds[(size_t)p + 1]; ++g) {
+                while (g >= segs[s].first + segs[s].w->n_out / kGroupRows) ++s;
+                const segment& sg = segs[s];
+                const int64_t local = g - sg.first;
+                sg.gemm(sg.w->n_in, sg.w->x8 + (size_t)local * sg.group_bytes, act, act_row_bytes, n,
+                        sg.y + local * kGroupRows, sg.w->n_out);
+            }
+        }
+    });
+}
 
 void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n,
                       cpu_path path) {

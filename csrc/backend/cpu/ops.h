@@ -37,6 +37,15 @@ void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst);
 // Quantized weights go through matmul_quantized on default_cpu_path().
 void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n);
 
+// ys[i] (n, ws[i]->n_out) = x (n, n_in) @ ws[i]^T for count matrices that read
+// the same x (q/k/v, gate/up). On the x8 path, when all of them are x8 and
+// take the same activation rows, x is quantized once and one parallel_for
+// covers the groups of all of them, split by weight bytes; otherwise one
+// matmul each. Each output is computed by the same kernel either way, so the
+// results are those of separate matmul calls, bit for bit.
+void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* const* ys, int count, const float* x,
+                       int64_t n);
+
 // Q8_0 / Q4_0 / Q4_K / Q6_K weights used in place: each x row is quantized
 // once (Q8_0 activations for Q8_0/Q4_0, Q8_K for the K-quants), then each
 // weight row (or group of 8 rows, with w.x8 on a path with x8 kernels) is
