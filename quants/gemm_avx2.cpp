@@ -215,11 +215,12 @@ NLD_AVX2 void q4_k_x8_stream(int64_t n, const void* wv, const void* x, size_t st
 // Bits 2k, 2k+1 of every qh byte moved to bits 4-5, or'ed with 4 low bits:
 // one 16-bit shift puts them in place (bits crossing into the neighbouring
 // byte land outside the 0x30 mask), one and keeps them.
-template <int k>
-NLD_AVX2 inline __m256i q6_value(__m256i low_bits, __m256i qh) {
-    const __m256i mask = _mm256_set1_epi8(0x30);
-    const __m256i placed = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k) : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
-    return _mm256_or_si256(low_bits, _mm256_and_si256(placed, mask));
+NLD_AVX2 inline __m256i q6_value(__m256i low_bits, __m256i qh, int k) {
+    const __m256i placed = k == 0 ? _mm256_slli_epi16(qh, 4)
+                         : k == 1 ? _mm256_slli_epi16(qh, 2)
+                         : k == 2 ? qh
+                                  : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(low_bits, _mm256_and_si256(placed, _mm256_set1_epi8(0x30)));
 }
 
 template <int R>
@@ -240,10 +241,10 @@ NLD_AVX2 void q6_k_x8_stream(int64_t n, const void* wv, const void* x, size_t st
                     const __m256i ql0 = load32(w[b].ql + 512 * h + 32 * t);
                     const __m256i ql1 = load32(w[b].ql + 512 * h + 256 + 32 * t);
                     const __m256i qh = load32(w[b].qh + 256 * h + 32 * t);
-                    q[i][0] = q6_value<0>(_mm256_and_si256(ql0, low4), qh);
-                    q[i][1] = q6_value<1>(_mm256_and_si256(ql1, low4), qh);
-                    q[i][2] = q6_value<2>(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), qh);
-                    q[i][3] = q6_value<3>(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), qh);
+                    q[i][0] = q6_value(_mm256_and_si256(ql0, low4), qh, 0);
+                    q[i][1] = q6_value(_mm256_and_si256(ql1, low4), qh, 1);
+                    q[i][2] = q6_value(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), qh, 2);
+                    q[i][3] = q6_value(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), qh, 3);
                 }
                 for (int k = 0; k < 4; ++k) {
                     const __m256i sc = dup8_i8(w[b].scales + 8 * (8 * h + 2 * k + tp / 2));
@@ -354,12 +355,7 @@ NLD_AVX2 void q6_k_x8(int64_t n, const void* wv, const void* x, size_t stride, f
                         const __m256i ql = load32(w[b].ql + 512 * h + 256 * (k % 2) + 32 * t);
                         const __m256i qh = load32(w[b].qh + 256 * h + 32 * t);
                         const __m256i low = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), low4);
-                        switch (k) {
-                        case 0: q[i] = q6_value<0>(low, qh); break;
-                        case 1: q[i] = q6_value<1>(low, qh); break;
-                        case 2: q[i] = q6_value<2>(low, qh); break;
-                        default: q[i] = q6_value<3>(low, qh); break;
-                        }
+                        q[i] = q6_value(low, qh, k);
                     }
                     const __m256i sc = dup8_i8(w[b].scales + 8 * (8 * h + 2 * k + tp / 2));
                     for (int r = 0; r < R; ++r) {

@@ -149,13 +149,16 @@ auto kernel_for_type(const Table& kernels, ggml_type t) {
                                                : t == ggml_type::q4_k ? kernels.q4_k : kernels.q6_k;
 }
 
+// K-quant weights take Q8_K activation rows; Q8_0 / Q4_0 weights take Q8_0.
+bool takes_q8_k(ggml_type t) { return t == ggml_type::q4_k || t == ggml_type::q6_k; }
+
 // The n activation rows of a quantized matmul, quantized once per call into
 // the calling thread's buffer: Q8_K rows for K-quant weights, otherwise Q8_0
 // rows (block_q8_0s on the x8 path). Blocks hold floats, so the buffer is
 // float-aligned.
 const uint8_t* quantize_activations(threadpool& pool, const weight_matrix& w, const float* x, int64_t n, bool x8,
                                     size_t* row_bytes) {
-    const bool k_quant = w.type == ggml_type::q4_k || w.type == ggml_type::q6_k;
+    const bool k_quant = takes_q8_k(w.type);
     const size_t bytes = k_quant ? (size_t)(w.n_in / QK_K) * sizeof(block_q8_k)
                          : x8    ? (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0s)
                                  : (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0);
@@ -195,8 +198,7 @@ void matmul_x8(threadpool& pool, const x8_kernels& kernels, const weight_matrix&
 
 // Whether quantize_activations gives w and v the same activation rows.
 bool same_activations(const weight_matrix& w, const weight_matrix& v) {
-    const auto k_quant = [](ggml_type t) { return t == ggml_type::q4_k || t == ggml_type::q6_k; };
-    return w.n_in == v.n_in && k_quant(w.type) == k_quant(v.type);
+    return w.n_in == v.n_in && takes_q8_k(w.type) == takes_q8_k(v.type);
 }
 
 }  // namespace
