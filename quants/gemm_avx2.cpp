@@ -97,6 +97,13 @@ NLD_AVX2 void q8_0_x8(int64_t n, const void* wv, const void* x, size_t stride, f
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
 }
 
+// One row's Q4_0 block term from its i16 pair sums acc16 (weights stored as
+// q + 8): the integer dot is madd(acc16, 1) - 8 * sum(x).
+NLD_AVX2 inline __m256 add_q4_0_block(__m256 sum, __m256 dw, const block_q8_0s& xb, __m256i acc16) {
+    const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(acc16, _mm256_set1_epi16(1)), _mm256_set1_epi32(8 * xb.sum));
+    return add_block(sum, dw, xb.d, isum);
+}
+
 // The Q8_K bsums of a row as the 8 sub-block sums (32 elements each), in i16:
 // the 32-bit element p of each 128-bit half holds sub-blocks 2p, 2p+1.
 NLD_AVX2 inline __m256i subblock_pairs(const block_q8_k& xb) {
@@ -150,7 +157,7 @@ NLD_AVX2 inline __m256 q6_k_term(const block_q6_kx8& w, const block_q8_k& xb, __
 template <int R>
 NLD_AVX2 void q4_0_x8_stream(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q4_0x8* w = static_cast<const block_q4_0x8*>(wv);
-    const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK4_0; ++b) {
@@ -169,11 +176,7 @@ NLD_AVX2 void q4_0_x8_stream(int64_t n, const void* wv, const void* x, size_t st
             }
         }
         const __m256 dw = half8(w[b].d);
-        for (int r = 0; r < R; ++r) {
-            const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
-            const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(acc[r], ones), _mm256_set1_epi32(8 * xb.sum));
-            sum[r] = add_block(sum[r], dw, xb.d, isum);
-        }
+        for (int r = 0; r < R; ++r) sum[r] = add_q4_0_block(sum[r], dw, act_row<block_q8_0s>(x, stride, r)[b], acc[r]);
     }
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
 }
@@ -270,7 +273,7 @@ NLD_AVX2 void q6_k_x8_stream(int64_t n, const void* wv, const void* x, size_t st
 template <int R>
 NLD_AVX2 void q4_0_x8(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q4_0x8* w = static_cast<const block_q4_0x8*>(wv);
-    const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK4_0; ++b) {
@@ -292,9 +295,7 @@ NLD_AVX2 void q4_0_x8(int64_t n, const void* wv, const void* x, size_t stride, f
                 a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(q[c], bcast4(xb.qs + 4 * c)));
                 a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(q[4 + c], bcast4(xb.qs + 16 + 4 * c)));
             }
-            const __m256i isum =
-                _mm256_sub_epi32(_mm256_madd_epi16(_mm256_add_epi16(a0, a1), ones), _mm256_set1_epi32(8 * xb.sum));
-            sum[r] = add_block(sum[r], dw, xb.d, isum);
+            sum[r] = add_q4_0_block(sum[r], dw, xb, _mm256_add_epi16(a0, a1));
         }
     }
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
