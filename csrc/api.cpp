@@ -459,7 +459,7 @@ nld_status nld_dequantize(int32_t ggml_type, const void* src, size_t src_bytes, 
 
 int32_t nld_cpu_path_supported(int32_t path) {
     if (path == NLD_CPU_PATH_AUTO) return 1;
-    if (path != NLD_CPU_PATH_SCALAR && path != NLD_CPU_PATH_AVX2) return 0;
+    if (path != NLD_CPU_PATH_SCALAR && path != NLD_CPU_PATH_AVX2 && path != NLD_CPU_PATH_AVX512_VNNI) return 0;
     return nld::cpu_path_supported((nld::cpu_path)path) ? 1 : 0;
 }
 
@@ -486,8 +486,9 @@ nld_status nld_matmul(int32_t ggml_type, const void* weights, size_t weight_byte
         if (y_capacity < y_need)
             nld::fail_argument("nld_matmul: y_capacity " + std::to_string(y_capacity) + " is smaller than the " +
                                std::to_string(y_need) + " floats needed");
-        if (cpu_path != NLD_CPU_PATH_AUTO && cpu_path != NLD_CPU_PATH_SCALAR && cpu_path != NLD_CPU_PATH_AVX2)
-            nld::fail_argument("nld_matmul: unknown cpu_path " + std::to_string(cpu_path) + " (0 auto, 1 scalar, 2 avx2)");
+        if (cpu_path < NLD_CPU_PATH_AUTO || cpu_path > NLD_CPU_PATH_AVX512_VNNI)
+            nld::fail_argument("nld_matmul: unknown cpu_path " + std::to_string(cpu_path) +
+                               " (0 auto, 1 scalar, 2 avx2, 3 avx512_vnni)");
         const nld::cpu_path path = cpu_path == NLD_CPU_PATH_AUTO ? nld::default_cpu_path() : (nld::cpu_path)cpu_path;
         if (!nld::cpu_path_supported(path))
             nld::fail_unsupported("nld_matmul: cpu_path " + std::to_string(cpu_path) + " does not run on this CPU");

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "quants/quants.h"
 
@@ -29,10 +30,16 @@ const dot_kernels scalar_kernels = {
 };
 
 cpu_path pick_default_path() {
+    const struct {
+        const char* name;
+        cpu_path path;
+    } named[] = {{"scalar", cpu_path::scalar}, {"avx2", cpu_path::avx2}, {"avx512_vnni", cpu_path::avx512_vnni}};
     const char* forced = std::getenv("NLD_CPU_PATH");
-    if (forced && std::strcmp(forced, "scalar") == 0) return cpu_path::scalar;
-    if (forced && std::strcmp(forced, "avx2") == 0 && cpu_path_supported(cpu_path::avx2)) return cpu_path::avx2;
-    return cpu_path_supported(cpu_path::avx2) ? cpu_path::avx2 : cpu_path::scalar;
+    for (const auto& p : named)
+        if (forced && std::strcmp(forced, p.name) == 0 && cpu_path_supported(p.path)) return p.path;
+    for (cpu_path p : {cpu_path::avx512_vnni, cpu_path::avx2})
+        if (cpu_path_supported(p)) return p;
+    return cpu_path::scalar;
 }
 
 }  // namespace
@@ -44,6 +51,17 @@ bool cpu_path_supported(cpu_path p) {
 #ifdef NLD_HAVE_AVX2_PATH
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+        return false;
+#endif
+    case cpu_path::avx512_vnni:
+#if defined(NLD_HAVE_AVX2_PATH) && defined(NLD_VNNI_EMULATED)
+        return cpu_path_supported(cpu_path::avx2);  // test builds: the kernels run on AVX2 (gemm_vnni.cpp)
+#elif defined(NLD_HAVE_AVX2_PATH)
+        // libgcc's checks include the operating system's saving of the
+        // AVX-512 registers.
+        return cpu_path_supported(cpu_path::avx2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #else
         return false;
 #endif
@@ -59,6 +77,12 @@ cpu_path default_cpu_path() {
 const dot_kernels& kernels_for(cpu_path p) {
 #ifdef NLD_HAVE_AVX2_PATH
     if (p == cpu_path::avx2) return avx2_kernels;
+    if (p == cpu_path::avx512_vnni) {
+        // Matrices without the x8 layout take the AVX2 row kernels.
+        static const dot_kernels vnni = {avx2_kernels.q8_0, avx2_kernels.q4_0, avx2_kernels.q4_k, avx2_kernels.q6_k,
+                                         &avx512_vnni_x8_kernels};
+        return vnni;
+    }
 #endif
     (void)p;
     return scalar_kernels;

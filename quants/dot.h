@@ -3,7 +3,8 @@
 // The scalar path is quants.h's reference; every other path is tested
 // against it (tests/test_quants.py). x86-64 builds carry the AVX2 path
 // compiled with target attributes, so one binary runs on any x86-64; other
-// architectures (ARM) build the scalar path only.
+// architectures (ARM) build the scalar path only. The AVX-512 VNNI path is
+// the AVX2 one with its x8 kernels summing products by vpdpbusd.
 #pragma once
 
 #include <cstddef>
@@ -12,7 +13,7 @@
 namespace nld {
 
 // Values are nld_cpu_path of nld.h.
-enum class cpu_path : int32_t { scalar = 1, avx2 = 2 };
+enum class cpu_path : int32_t { scalar = 1, avx2 = 2, avx512_vnni = 3 };
 
 // One weight row (n elements) against n_rows activation rows:
 // y[r * y_stride] = dot(w, x + r * x_stride bytes). A kernel may work on
@@ -46,17 +47,20 @@ struct dot_kernels {
 };
 
 bool cpu_path_supported(cpu_path p);
-// NLD_CPU_PATH (scalar | avx2), read once, when it names a path this CPU
-// runs; otherwise the fastest supported path.
+// NLD_CPU_PATH (scalar | avx2 | avx512_vnni), read once, when it names a
+// path this CPU runs; otherwise the fastest supported path.
 cpu_path default_cpu_path();
 // The kernels of p; p must be supported.
 const dot_kernels& kernels_for(cpu_path p);
+// Whether p runs AVX2 code (the f32 loops of the CPU ops follow it).
+inline bool uses_avx2(cpu_path p) { return p == cpu_path::avx2 || p == cpu_path::avx512_vnni; }
 
 // NLD_SCALAR_ONLY (CMake option) builds only the reference path, as on ARM.
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(NLD_SCALAR_ONLY)
 #define NLD_HAVE_AVX2_PATH 1
 extern const dot_kernels avx2_kernels;     // dot_avx2.cpp
 extern const x8_kernels avx2_x8_kernels;  // gemm_avx2.cpp
+extern const x8_kernels avx512_vnni_x8_kernels;  // gemm_vnni.cpp
 #endif
 
 }  // namespace nld

@@ -12,66 +12,12 @@
 
 #ifdef NLD_HAVE_AVX2_PATH
 
-#include <immintrin.h>
-
-#include <cstring>
-
-#include "quants/repack.h"
 #include "quants/row_passes.h"
-
-#define NLD_AVX2 __attribute__((target("avx2,fma,f16c")))
+#include "quants/x8_avx2.h"
 
 namespace nld {
 
 namespace {
-
-NLD_AVX2 inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// 4 activation bytes at p in every 32-bit lane.
-NLD_AVX2 inline __m256i bcast4(const int8_t* p) {
-    int32_t v;
-    std::memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
-
-NLD_AVX2 inline __m256 half8(const fp16_bits* d) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
-}
-
-// Weights stream from memory once per call: each block asks for the lines
-// kPrefetchBytes ahead (past the group's end: the next group's), so memory
-// keeps serving while the block computes.
-#ifndef NLD_PREFETCH_BYTES
-#define NLD_PREFETCH_BYTES 2048
-#endif
-constexpr int kPrefetchBytes = NLD_PREFETCH_BYTES;
-
-template <typename B>
-NLD_AVX2 inline void prefetch_ahead(const B* block) {
-    const char* p = reinterpret_cast<const char*>(block) + kPrefetchBytes;
-    for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
-}
-
-template <typename X>
-inline const X* act_row(const void* x, size_t stride, int r) {
-    return reinterpret_cast<const X*>(static_cast<const uint8_t*>(x) + (size_t)r * stride);
-}
-
-// 8 bytes at p widened to 16 i16 lanes [p0, p0, p1, p1, ..., p7, p7] (one
-// value per weight row, for madd against a lane's two i16 partial sums).
-NLD_AVX2 inline __m256i dup8_u8(const uint8_t* p) {
-    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    return _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), dup));
-}
-NLD_AVX2 inline __m256i dup8_i8(const int8_t* p) {
-    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), dup));
-}
-
-// sum += (dw * dx) * isum, lane by lane (the reference's block term).
-NLD_AVX2 inline __m256 add_block(__m256 sum, __m256 dw, float dx, __m256i isum) {
-    return _mm256_add_ps(sum, _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(dx)), _mm256_cvtepi32_ps(isum)));
-}
 
 template <int R>
 NLD_AVX2 void q8_0_x8(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
@@ -100,53 +46,8 @@ NLD_AVX2 void q8_0_x8(int64_t n, const void* wv, const void* x, size_t stride, f
 // One row's Q4_0 block term from its i16 pair sums acc16 (weights stored as
 // q + 8): the integer dot is madd(acc16, 1) - 8 * sum(x).
 NLD_AVX2 inline __m256 add_q4_0_block(__m256 sum, __m256 dw, const block_q8_0s& xb, __m256i acc16) {
-    const __m256i isum = _mm256_sub_epi32(_mm256_madd_epi16(acc16, _mm256_set1_epi16(1)), _mm256_set1_epi32(8 * xb.sum));
+    const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(acc16, _mm256_set1_epi16(1)), _mm256_set1_epi32(xb.offset8));
     return add_block(sum, dw, xb.d, isum);
-}
-
-// The Q8_K bsums of a row as the 8 sub-block sums (32 elements each), in i16:
-// the 32-bit element p of each 128-bit half holds sub-blocks 2p, 2p+1.
-NLD_AVX2 inline __m256i subblock_pairs(const block_q8_k& xb) {
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums));
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8));
-    return _mm256_broadcastsi128_si256(_mm_hadd_epi16(a, b));
-}
-
-template <int p>
-NLD_AVX2 inline __m256i pair_lane(__m256i pairs) {
-    return _mm256_shuffle_epi32(pairs, _MM_SHUFFLE(p, p, p, p));
-}
-
-// One row's super-block term of Q4_K: (d * xd) * isum - (dmin * xd) * msum,
-// lane by lane, msum = sum over sub-blocks of min * (sum of x).
-NLD_AVX2 inline __m256 q4_k_term(const block_q4_kx8& w, const block_q8_k& xb, __m256i isum) {
-    const __m256i ps = subblock_pairs(xb);
-    __m256i msum = _mm256_setzero_si256();
-    const __m256i lanes[4] = {pair_lane<0>(ps), pair_lane<1>(ps), pair_lane<2>(ps), pair_lane<3>(ps)};
-    for (int p = 0; p < 4; ++p) {
-        const __m256i m = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.mins + 16 * p)));
-        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(m, lanes[p]));
-    }
-    const __m256 xd = _mm256_set1_ps(xb.d);
-    return _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(half8(w.d), xd), _mm256_cvtepi32_ps(isum)),
-                         _mm256_mul_ps(_mm256_mul_ps(half8(w.dmin), xd), _mm256_cvtepi32_ps(msum)));
-}
-
-// One row's super-block term of Q6_K: (d * xd) * (isum - 32 * offset), lane
-// by lane; offset = sum over groups of scale * (sum of x) (the stored q is
-// the value + 32).
-NLD_AVX2 inline __m256 q6_k_term(const block_q6_kx8& w, const block_q8_k& xb, __m256i isum) {
-    __m256i offset = _mm256_setzero_si256();
-    for (int p = 0; p < 8; ++p) {  // groups 2p, 2p+1: scale pairs against the pair of bsums
-        const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales + 8 * (2 * p)));
-        const __m128i c = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w.scales + 8 * (2 * p + 1)));
-        int32_t pair;
-        std::memcpy(&pair, xb.bsums + 2 * p, 4);
-        offset = _mm256_add_epi32(offset, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, c)),
-                                                            _mm256_set1_epi32(pair)));
-    }
-    const __m256i total = _mm256_sub_epi32(isum, _mm256_slli_epi32(offset, 5));
-    return _mm256_mul_ps(_mm256_mul_ps(half8(w.d), _mm256_set1_ps(xb.d)), _mm256_cvtepi32_ps(total));
 }
 
 // One activation row (decode): the weight stream is the bound, and these
@@ -213,17 +114,6 @@ NLD_AVX2 void q4_k_x8_stream(int64_t n, const void* wv, const void* x, size_t st
             sum[r] = _mm256_add_ps(sum[r], q4_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
-}
-
-// Bits 2k, 2k+1 of every qh byte moved to bits 4-5, or'ed with 4 low bits:
-// one 16-bit shift puts them in place (bits crossing into the neighbouring
-// byte land outside the 0x30 mask), one and keeps them.
-NLD_AVX2 inline __m256i q6_value(__m256i low_bits, __m256i qh, int k) {
-    const __m256i placed = k == 0 ? _mm256_slli_epi16(qh, 4)
-                         : k == 1 ? _mm256_slli_epi16(qh, 2)
-                         : k == 2 ? qh
-                                  : _mm256_srli_epi16(qh, 2);
-    return _mm256_or_si256(low_bits, _mm256_and_si256(placed, _mm256_set1_epi8(0x30)));
 }
 
 template <int R>

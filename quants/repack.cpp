@@ -106,7 +106,7 @@ void quantize_row_q8_0s(const float* src, block_q8_0s* dst, int64_t n) {
         dst[b].d = fp16_to_f32(q.d);
         int32_t sum = 0;
         for (int i = 0; i < QK8_0; ++i) sum += q.qs[i];
-        dst[b].sum = sum;
+        dst[b].offset8 = -8 * sum;
         std::memcpy(dst[b].qs, q.qs, QK8_0);
     }
 }

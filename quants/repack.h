@@ -66,11 +66,13 @@ struct block_q6_kx8 {
 static_assert(sizeof(block_q6_kx8) == 8 * sizeof(block_q6_k), "Q6_K x8 keeps the size of 8 blocks");
 
 // The activation partner of x8 Q8_0 / Q4_0 weights: a Q8_0 block with its
-// scale widened to f32 (exactly: f16 -> f32 is exact) and the sum of its
-// quants (Q4_0 weights are stored as q + 8; the kernel takes 8 * sum back).
+// scale widened to f32 (exactly: f16 -> f32 is exact) and -8 times the sum
+// of its quants: the term that takes back an offset of 8 added to every
+// weight (Q4_0 stores q + 8), broadcast by the kernels straight from memory
+// (16 times it takes back an offset of 128: Q8_0 on the VNNI path).
 struct block_q8_0s {
     float d;
-    int32_t sum;
+    int32_t offset8;
     int8_t qs[QK8_0];
 };
 static_assert(sizeof(block_q8_0s) == 40, "Q8_0s block is 40 bytes");

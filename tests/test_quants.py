@@ -26,7 +26,7 @@ from nld_cpp._binding import NldError
 GT = gguf.GGMLQuantizationType
 WEIGHT_TYPES = {"q8_0": Q.GGML_Q8_0, "q4_0": Q.GGML_Q4_0, "q4_k": Q.GGML_Q4_K, "q6_k": Q.GGML_Q6_K}
 BLOCK = {"q8_0": 32, "q4_0": 32, "q4_k": 256, "q6_k": 256}
-SIMD_PATHS = [p for p in ("avx2",) if Q.cpu_path_supported(p)]
+SIMD_PATHS = [p for p in ("avx2", "avx512_vnni") if Q.cpu_path_supported(p)]
 SIMD_RTOL = 1e-4  # SIMD vs scalar: |simd - scalar| <= 1e-4 * (|scalar| + max|scalar|)
 
 LLAMA_TEST_SIZE = 32 * 128
@@ -198,10 +198,10 @@ def test_cpu_path_environment_variable() -> None:
     env = dict(os.environ, NLD_CPU_PATH="scalar")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["scalar", "True"]
-    if SIMD_PATHS:
-        env["NLD_CPU_PATH"] = SIMD_PATHS[0]
+    for path in SIMD_PATHS:
+        env["NLD_CPU_PATH"] = path
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-        assert out.stdout.split()[0] == SIMD_PATHS[0]
+        assert out.stdout.split() == [path, "True"]
 
 
 @pytest.mark.unit
@@ -234,8 +234,11 @@ def test_argument_errors_are_clear() -> None:
 
 
 @pytest.mark.unit
-def test_kernels_under_sanitizers(tmp_path: Path) -> None:
-    """tests/cpp/quants_check.cpp: every format and path on inf/nan/huge/subnormal weights, under ASan+UBSan."""
+@pytest.mark.parametrize("vnni", ["native", "emulated"])
+def test_kernels_under_sanitizers(tmp_path: Path, vnni: str) -> None:
+    """tests/cpp/quants_check.cpp: every format and path on inf/nan/huge/subnormal weights, under ASan+UBSan.
+    "emulated" builds the AVX-512 VNNI kernels with an exact AVX2 stand-in for vpdpbusd, so their logic is
+    checked on CPUs without AVX-512 too (the native build runs them where the CPU has it)."""
     root = Path(__file__).resolve().parents[1]
     cxx = os.environ.get("CXX") or shutil.which("g++")
     if not cxx or not shutil.which(cxx):
@@ -243,10 +246,11 @@ def test_kernels_under_sanitizers(tmp_path: Path) -> None:
     san = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
     sources = [root / "tests/cpp/quants_check.cpp"] + [root / "quants" / f for f in
                                                       ("quants.cpp", "kquants.cpp", "dot.cpp", "dot_avx2.cpp",
-                                                       "gemm_avx2.cpp", "repack.cpp")]
+                                                       "gemm_avx2.cpp", "gemm_vnni.cpp", "repack.cpp")]
     exe = tmp_path / "quants_check"
-    build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-ffp-contract=off", *san, f"-I{root}", f"-I{root / 'csrc'}",
-                            *map(str, sources), "-o", str(exe)], capture_output=True, text=True)
+    defines = ["-DNLD_VNNI_EMULATED"] if vnni == "emulated" else []
+    build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-ffp-contract=off", *san, *defines, f"-I{root}",
+                            f"-I{root / 'csrc'}", *map(str, sources), "-o", str(exe)], capture_output=True, text=True)
     if build.returncode != 0:
         probe = tmp_path / "probe.cpp"
         probe.write_text("int main() { return 0; }\n")
@@ -256,3 +260,8 @@ def test_kernels_under_sanitizers(tmp_path: Path) -> None:
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:exitcode=86", UBSAN_OPTIONS="print_stacktrace=1:exitcode=87")
     run = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
+    paths = {int(p) for p in run.stdout.split("paths")[1].split("\n")[0].split()}
+    expected = {name for name in ("avx2", "avx512_vnni") if name in SIMD_PATHS}
+    if vnni == "emulated" and "avx2" in SIMD_PATHS:
+        expected.add("avx512_vnni")
+    assert paths == {Q.CPU_PATHS[name] for name in expected | {"scalar"}}, run.stdout

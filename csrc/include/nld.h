@@ -252,12 +252,14 @@ NLD_API nld_status nld_dequantize(int32_t ggml_type, const void* src, size_t src
                                   int64_t n_per_row, float* dst, size_t dst_capacity);
 
 /* CPU code paths of the quantized dot products. AUTO: the NLD_CPU_PATH
- * environment variable ("scalar" or "avx2", read once per process) when it
- * names a path this CPU runs, else the fastest supported path. */
+ * environment variable ("scalar", "avx2" or "avx512_vnni", read once per
+ * process) when it names a path this CPU runs, else the fastest supported
+ * path. Every path gives the scalar reference's results. */
 typedef enum nld_cpu_path {
     NLD_CPU_PATH_AUTO = 0,
-    NLD_CPU_PATH_SCALAR = 1, /* the reference; every build and CPU */
-    NLD_CPU_PATH_AVX2 = 2    /* x86-64 with AVX2, FMA and F16C */
+    NLD_CPU_PATH_SCALAR = 1,     /* the reference; every build and CPU */
+    NLD_CPU_PATH_AVX2 = 2,       /* x86-64 with AVX2, FMA and F16C */
+    NLD_CPU_PATH_AVX512_VNNI = 3 /* AVX2 plus AVX-512 F, VL and VNNI */
 } nld_cpu_path;
 /* 1 if this build and CPU can run the path, else 0. */
 NLD_API int32_t nld_cpu_path_supported(int32_t path);

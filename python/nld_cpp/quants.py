@@ -24,7 +24,8 @@ GGML_Q8_K = lib.NLD_TYPE_Q8_K
 GGML_BF16 = lib.NLD_TYPE_BF16
 
 # CPU code paths (nld_cpu_path)
-CPU_PATHS = {"auto": lib.NLD_CPU_PATH_AUTO, "scalar": lib.NLD_CPU_PATH_SCALAR, "avx2": lib.NLD_CPU_PATH_AVX2}
+CPU_PATHS = {"auto": lib.NLD_CPU_PATH_AUTO, "scalar": lib.NLD_CPU_PATH_SCALAR, "avx2": lib.NLD_CPU_PATH_AVX2,
+             "avx512_vnni": lib.NLD_CPU_PATH_AVX512_VNNI}
 
 
 def row_bytes(ggml_type: int, n_per_row: int) -> int:

@@ -1,11 +1,14 @@
 // quants_check.cpp: the quant formats and every CPU dot-product path on
 // ordinary and hostile inputs (inf, nan, huge, subnormal), built with
-// AddressSanitizer + UndefinedBehaviorSanitizer by tests/test_quants.py.
+// AddressSanitizer + UndefinedBehaviorSanitizer by tests/test_quants.py
+// (also with -DNLD_VNNI_EMULATED, where the avx512_vnni path runs on any
+// AVX2 CPU: see quants/gemm_vnni.cpp).
 // Exit 0: no sanitizer report and every path equals the scalar reference
 // within 1e-4 relative where the reference is finite (the x8 kernels of
 // repack.h: bit for bit, or both NaN); 1: a mismatch (printed).
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <limits>
 #include <vector>
 
@@ -112,7 +115,8 @@ int main() {
     const float specials[] = {0.0f, -0.0f, inf, -inf, nan, 3.0e38f, -3.0e38f, 1.0e-40f, 65504.0f, 65520.0f};
     int failures = 0;
     std::vector<cpu_path> paths = {cpu_path::scalar};
-    if (cpu_path_supported(cpu_path::avx2)) paths.push_back(cpu_path::avx2);
+    for (cpu_path p : {cpu_path::avx2, cpu_path::avx512_vnni})
+        if (cpu_path_supported(p)) paths.push_back(p);
     for (int hostile = 0; hostile < 2; ++hostile) {
         std::vector<float> w((size_t)n_out * n), x((size_t)n_rows * n);
         for (float& v : w) v = uniform() * 3.0f;
@@ -156,6 +160,8 @@ int main() {
             }
         }
     }
-    std::printf("%s\n", failures ? "FAILED" : "ok");
+    std::printf("paths");
+    for (cpu_path p : paths) std::printf(" %d", (int)p);
+    std::printf("\n%s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;
 }

@@ -28,7 +28,7 @@ void weight_row_to_f32(const weight_matrix& w, int64_t r, float* dst) {
     case ggml_type::f16: {
         const fp16_bits* h = reinterpret_cast<const fp16_bits*>(row);
 #ifdef NLD_HAVE_AVX2_PATH
-        if (default_cpu_path() == cpu_path::avx2) {
+        if (uses_avx2(default_cpu_path())) {
             f16_row_avx2(h, dst, w.n_in);
             break;
         }
@@ -123,7 +123,7 @@ struct f32_loops {
 const f32_loops& loops_for_default_path() {
 #ifdef NLD_HAVE_AVX2_PATH
     static const f32_loops avx2 = {dot_f32_avx2, axpy_f32_avx2};
-    if (default_cpu_path() == cpu_path::avx2) return avx2;
+    if (uses_avx2(default_cpu_path())) return avx2;
 #endif
     static const f32_loops plain = {dot_f32, axpy_f32};
     return plain;

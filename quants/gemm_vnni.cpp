@@ -1,0 +1,240 @@
+// gemm_vnni.cpp: AVX-512 VNNI kernels for x8 weights (repack.h), with the
+// contract of gemm_avx2.cpp (one group of 8 weight rows against several
+// activation rows, each result equal to the scalar reference bit for bit),
+// the products summed by vpdpbusd on 256-bit registers (AVX-512 VL): each
+// 32-bit lane adds its four u8 x i8 products straight into an i32, so no
+// i16 pair sums, no saturation limits and no madd steps. The unsigned side
+// is the weight: Q4_0 stored as q in 0..15, Q4_K 0..15, Q6_K 0..63, and Q8_0
+// w taken as w + 128. The f32 terms are x8_avx2.h's, so both paths give the
+// same bits. With 32 vector registers, rows go in passes of 8.
+//
+// NLD_VNNI_EMULATED (tests only: tests/cpp/quants_check.cpp) builds these
+// kernels for plain AVX2 with each vpdpbusd replaced by an exact AVX2
+// sequence, so machines without AVX-512 still check their logic.
+#include "quants/dot.h"
+
+#ifdef NLD_HAVE_AVX2_PATH
+
+#include "quants/row_passes.h"
+#include "quants/x8_avx2.h"
+
+#ifdef NLD_VNNI_EMULATED
+#define NLD_VNNI NLD_AVX2
+#else
+#define NLD_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#endif
+
+namespace nld {
+
+namespace {
+
+// acc plus, in each 32-bit lane, the four products of u's bytes (unsigned)
+// with s's bytes (signed).
+NLD_VNNI inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
+#ifdef NLD_VNNI_EMULATED
+    // Even and odd bytes widened to i16 (u: zero-, s: sign-extended); madd
+    // sums each lane's two even and two odd products exactly in i32.
+    const __m256i even_u = _mm256_and_si256(u, _mm256_set1_epi16(0x00ff)), odd_u = _mm256_srli_epi16(u, 8);
+    const __m256i even_s = _mm256_srai_epi16(_mm256_slli_epi16(s, 8), 8), odd_s = _mm256_srai_epi16(s, 8);
+    return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(even_u, even_s), _mm256_madd_epi16(odd_u, odd_s)));
+#else
+    return _mm256_dpbusd_epi32(acc, u, s);
+#endif
+}
+
+// dot4 with s the 4 bytes at p in every lane, broadcast by the instruction
+// itself (GCC does not fold the broadcast into vpdpbusd's {1to8} operand).
+NLD_VNNI inline __m256i dot4_at(__m256i acc, __m256i u, const int8_t* p) {
+#ifdef NLD_VNNI_EMULATED
+    return dot4(acc, u, bcast4(p));
+#else
+    using bytes4 = int32_t __attribute__((may_alias, aligned(1)));
+    __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const bytes4*>(p)));
+    return acc;
+#endif
+}
+
+// Q8_0: the weight w taken as the unsigned w + 128 (its top bit flipped);
+// each block's sum starts from -128 * sum(x) to take the offset back.
+template <int R>
+NLD_VNNI void q8_0_vnni(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q8_0x8* w = static_cast<const block_q8_0x8*>(wv);
+    const __m256i top_bit = _mm256_set1_epi8((char)0x80);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i u[8];
+        for (int p = 0; p < 8; ++p) u[p] = _mm256_xor_si256(load32(w[b].qs + 32 * p), top_bit);
+        const __m256 dw = half8(w[b].d);
+        for (int r = 0; r < R; ++r) {
+            const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
+            __m256i a0 = dot4_at(_mm256_slli_epi32(_mm256_set1_epi32(xb.offset8), 4), u[0], xb.qs);
+            __m256i a1 = dot4_at(_mm256_setzero_si256(), u[1], xb.qs + 4);
+            for (int p = 2; p < 8; p += 2) {
+                a0 = dot4_at(a0, u[p], xb.qs + 4 * p);
+                a1 = dot4_at(a1, u[p + 1], xb.qs + 4 * p + 4);
+            }
+            sum[r] = add_block(sum[r], dw, xb.d, _mm256_add_epi32(a0, a1));
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+template <int R>
+NLD_VNNI void q4_0_vnni(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q4_0x8* w = static_cast<const block_q4_0x8*>(wv);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK4_0; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i q[8];  // q[c]: elements 4c..4c+3 of each row; q[4 + c]: 16+4c..
+        for (int c = 0; c < 4; ++c) {
+            const __m256i raw = load32(w[b].qs + 32 * c);
+            q[c] = _mm256_and_si256(raw, low4);
+            q[4 + c] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+        }
+        const __m256 dw = half8(w[b].d);
+        for (int r = 0; r < R; ++r) {
+            const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
+            // Weights stored as q + 8: the integer dot starts from -8 * sum(x).
+            __m256i a0 = dot4_at(_mm256_set1_epi32(xb.offset8), q[0], xb.qs);
+            __m256i a1 = dot4_at(_mm256_setzero_si256(), q[4], xb.qs + 16);
+            for (int c = 1; c < 4; ++c) {
+                a0 = dot4_at(a0, q[c], xb.qs + 4 * c);
+                a1 = dot4_at(a1, q[4 + c], xb.qs + 16 + 4 * c);
+            }
+            sum[r] = add_block(sum[r], dw, xb.d, _mm256_add_epi32(a0, a1));
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+// 8 bytes at p (one per weight row) widened to the 8 i32 lanes.
+NLD_VNNI inline __m256i lanes_u8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+NLD_VNNI inline __m256i lanes_i8(const int8_t* p) {
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+template <int R>
+NLD_VNNI void q4_k_vnni(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q4_kx8* w = static_cast<const block_q4_kx8*>(wv);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int s = 0; s < 8; ++s) {  // sub-block s: chunk s / 2, low nibbles for even s, high for odd
+            const int c = s / 2;
+            __m256i q[8];
+            for (int t = 0; t < 8; ++t) {
+                const __m256i raw = load32(w[b].qs + 256 * c + 32 * t);
+                q[t] = _mm256_and_si256(s % 2 ? _mm256_srli_epi16(raw, 4) : raw, low4);
+            }
+            const __m256i sc = lanes_u8(w[b].scales + 8 * s);
+            for (int r = 0; r < R; ++r) {
+                const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 32 * s;
+                __m256i a0 = dot4_at(_mm256_setzero_si256(), q[0], xq);
+                __m256i a1 = dot4_at(_mm256_setzero_si256(), q[1], xq + 4);
+                for (int t = 2; t < 8; t += 2) {
+                    a0 = dot4_at(a0, q[t], xq + 4 * t);
+                    a1 = dot4_at(a1, q[t + 1], xq + 4 * t + 4);
+                }
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(_mm256_add_epi32(a0, a1), sc));
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm256_add_ps(sum[r], q4_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+// One activation row (decode): each piece unpacked right before its use, as
+// gemm_avx2.cpp's stream schedule (more loads in flight per instruction).
+template <int R>
+NLD_VNNI void q4_k_vnni_stream(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q4_kx8* w = static_cast<const block_q4_kx8*>(wv);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; ++c) {  // sub-blocks 2c (low nibbles) and 2c+1 (high nibbles)
+            __m256i acc_lo[R], acc_hi[R];
+            for (int r = 0; r < R; ++r) acc_lo[r] = acc_hi[r] = _mm256_setzero_si256();
+            for (int t = 0; t < 8; ++t) {
+                const __m256i raw = load32(w[b].qs + 256 * c + 32 * t);
+                const __m256i lo = _mm256_and_si256(raw, low4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+                for (int r = 0; r < R; ++r) {
+                    const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 64 * c + 4 * t;
+                    acc_lo[r] = dot4_at(acc_lo[r], lo, xq);
+                    acc_hi[r] = dot4_at(acc_hi[r], hi, xq + 32);
+                }
+            }
+            const __m256i sc_lo = lanes_u8(w[b].scales + 8 * (2 * c)), sc_hi = lanes_u8(w[b].scales + 8 * (2 * c + 1));
+            for (int r = 0; r < R; ++r)
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(_mm256_mullo_epi32(acc_lo[r], sc_lo),
+                                                                     _mm256_mullo_epi32(acc_hi[r], sc_hi)));
+        }
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm256_add_ps(sum[r], q4_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+template <int R>
+NLD_VNNI void q6_k_vnni(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q6_kx8* w = static_cast<const block_q6_kx8*>(wv);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; ++h) {
+            for (int g = 0; g < 2; ++g) {  // pieces t = 4g..4g+3: 16 elements of one scale group per k
+                for (int k = 0; k < 4; ++k) {
+                    __m256i q[4];
+                    for (int i = 0; i < 4; ++i) {
+                        const int t = 4 * g + i;
+                        const __m256i ql = load32(w[b].ql + 512 * h + 256 * (k % 2) + 32 * t);
+                        const __m256i qh = load32(w[b].qh + 256 * h + 32 * t);
+                        q[i] = q6_value(_mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), low4), qh, k);
+                    }
+                    const __m256i sc = lanes_i8(w[b].scales + 8 * (8 * h + 2 * k + g));
+                    for (int r = 0; r < R; ++r) {
+                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
+                        const __m256i a0 = dot4_at(dot4_at(_mm256_setzero_si256(), q[0], xq), q[1], xq + 4);
+                        const __m256i a1 = dot4_at(dot4_at(_mm256_setzero_si256(), q[2], xq + 8), q[3], xq + 12);
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(_mm256_add_epi32(a0, a1), sc));
+                    }
+                }
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm256_add_ps(sum[r], q6_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+}  // namespace
+
+const x8_kernels avx512_vnni_x8_kernels = {
+    all_rows8<q8_0_vnni<8>, q8_0_vnni<4>, q8_0_vnni<3>, q8_0_vnni<2>, q8_0_vnni<1>>,
+    all_rows8<q4_0_vnni<8>, q4_0_vnni<4>, q4_0_vnni<3>, q4_0_vnni<2>, q4_0_vnni<1>>,
+    all_rows8<q4_k_vnni<8>, q4_k_vnni<4>, q4_k_vnni<3>, q4_k_vnni<2>, q4_k_vnni_stream<1>>,
+    all_rows8<q6_k_vnni<8>, q6_k_vnni<4>, q6_k_vnni<3>, q6_k_vnni<2>, q6_k_vnni<1>>,
+};
+
+}  // namespace nld
+
+#endif  // NLD_HAVE_AVX2_PATH
