@@ -77,6 +77,11 @@ static void axpy_f32(float p, const float* v, float* out, int64_t n) {
     for (int64_t d = 0; d < n; ++d) out[d] += p * v[d];
 }
 
+// axpy_f32 for rows s = 0..rows-1 in order: out += p[s] * (v + s * stride).
+static void axpy_rows_f32(const float* p, const float* v, int64_t stride, int64_t rows, float* out, int64_t n) {
+    for (int64_t s = 0; s < rows; ++s) axpy_f32(p[s], v + s * stride, out, n);
+}
+
 #ifdef NLD_HAVE_AVX2_PATH
 __attribute__((target("avx2"))) static float dot_f32_avx2(const float* a, const float* b, int64_t n) {
     __m256 g0 = _mm256_setzero_ps(), g1 = g0, g2 = g0, g3 = g0;
@@ -103,12 +108,29 @@ __attribute__((target("avx2,f16c"))) static void f16_row_avx2(const fp16_bits* h
     for (; i < n; ++i) dst[i] = fp16_to_f32(h[i]);
 }
 
-__attribute__((target("avx2"))) static void axpy_f32_avx2(float p, const float* v, float* out, int64_t n) {
-    const __m256 pv = _mm256_set1_ps(p);
+// The same sums as axpy_rows_f32, each element adding its rows in order;
+// 64 outputs at a time stay in registers over all the rows.
+__attribute__((target("avx2"))) static void axpy_rows_f32_avx2(const float* p, const float* v, int64_t stride,
+                                                               int64_t rows, float* out, int64_t n) {
     int64_t d = 0;
-    for (; d + 8 <= n; d += 8)
-        _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_loadu_ps(out + d), _mm256_mul_ps(pv, _mm256_loadu_ps(v + d))));
-    for (; d < n; ++d) out[d] += p * v[d];
+    for (; d + 64 <= n; d += 64) {
+        __m256 acc[8];
+        for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(out + d + 8 * k);
+        for (int64_t s = 0; s < rows; ++s) {
+            const __m256 pv = _mm256_set1_ps(p[s]);
+            const float* vs = v + s * stride + d;
+            for (int k = 0; k < 8; ++k) acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(pv, _mm256_loadu_ps(vs + 8 * k)));
+        }
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + d + 8 * k, acc[k]);
+    }
+    for (; d + 8 <= n; d += 8) {
+        __m256 acc = _mm256_loadu_ps(out + d);
+        for (int64_t s = 0; s < rows; ++s)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(p[s]), _mm256_loadu_ps(v + s * stride + d)));
+        _mm256_storeu_ps(out + d, acc);
+    }
+    for (; d < n; ++d)
+        for (int64_t s = 0; s < rows; ++s) out[d] += p[s] * v[s * stride + d];
 }
 #endif
 
@@ -117,15 +139,15 @@ namespace {
 // The f32 vector loops of the path in use (identical results on every path).
 struct f32_loops {
     float (*dot)(const float*, const float*, int64_t);
-    void (*axpy)(float, const float*, float*, int64_t);
+    void (*axpy_rows)(const float*, const float*, int64_t, int64_t, float*, int64_t);
 };
 
 const f32_loops& loops_for_default_path() {
 #ifdef NLD_HAVE_AVX2_PATH
-    static const f32_loops avx2 = {dot_f32_avx2, axpy_f32_avx2};
+    static const f32_loops avx2 = {dot_f32_avx2, axpy_rows_f32_avx2};
     if (uses_avx2(default_cpu_path())) return avx2;
 #endif
-    static const f32_loops plain = {dot_f32, axpy_f32};
+    static const f32_loops plain = {dot_f32, axpy_rows_f32};
     return plain;
 }
 
@@ -337,34 +359,45 @@ void attention(threadpool& pool, const float* q, const float* cache_k, const flo
     const f32_loops& loops = loops_for_default_path();
     const int64_t group = n_head / n_head_kv;
     const int64_t q_stride = n_head * head_dim, kv_stride = n_head_kv * head_dim;
-    pool.parallel_for(n * n_head, [&](int64_t begin, int64_t end) {
+    // Rows see more keys the later they come (causal), so each thread takes
+    // every parts-th (row, head) job rather than a contiguous run: equal
+    // shares of the work.
+    const int64_t jobs = n * n_head, parts = std::min<int64_t>(pool.size(), jobs);
+    pool.parallel_for(parts, [&](int64_t part_begin, int64_t part_end) {
         std::vector<float> scores;
-        for (int64_t job = begin; job < end; ++job) {
-            const int64_t t = job / n_head, h = job % n_head, kvh = h / group;
-            const float* qv = q + t * q_stride + h * head_dim;
-            // The visible keys, in order: the cache, the new prefix, the row's group.
-            const int64_t spans[3][2] = {{0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
-            const float* keys[3] = {cache_k, new_k, new_k};
-            const float* vals[3] = {cache_v, new_v, new_v};
-            scores.clear();
-            float max_score = -INFINITY;
-            for (int k = 0; k < 3; ++k)
-                for (int64_t s = spans[k][0]; s < spans[k][1]; ++s) {
-                    const float sc = loops.dot(qv, keys[k] + s * kv_stride + kvh * head_dim, head_dim) * scale;
-                    scores.push_back(sc);
-                    max_score = std::max(max_score, sc);
+        for (int64_t part = part_begin; part < part_end; ++part) {
+            for (int64_t job = part; job < jobs; job += parts) {
+                const int64_t t = job / n_head, h = job % n_head, kvh = h / group;
+                const float* qv = q + t * q_stride + h * head_dim;
+                // The visible keys, in order: the cache, the new prefix, the row's group.
+                const int64_t spans[3][2] = {
+                    {0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
+                const float* keys[3] = {cache_k, new_k, new_k};
+                const float* vals[3] = {cache_v, new_v, new_v};
+                scores.clear();
+                float max_score = -INFINITY;
+                for (int k = 0; k < 3; ++k)
+                    for (int64_t s = spans[k][0]; s < spans[k][1]; ++s) {
+                        const float sc = loops.dot(qv, keys[k] + s * kv_stride + kvh * head_dim, head_dim) * scale;
+                        scores.push_back(sc);
+                        max_score = std::max(max_score, sc);
+                    }
+                float sum = 0.0f;
+                for (float& sc : scores) {
+                    sc = std::exp(sc - max_score);
+                    sum += sc;
                 }
-            float sum = 0.0f;
-            for (float& sc : scores) {
-                sc = std::exp(sc - max_score);
-                sum += sc;
+                for (float& sc : scores) sc /= sum;
+                float* o = out + t * q_stride + h * head_dim;
+                std::fill(o, o + head_dim, 0.0f);
+                const float* weight = scores.data();
+                for (int k = 0; k < 3; ++k) {
+                    const int64_t count = std::max<int64_t>(spans[k][1] - spans[k][0], 0);
+                    loops.axpy_rows(weight, vals[k] + spans[k][0] * kv_stride + kvh * head_dim, kv_stride, count, o,
+                                    head_dim);
+                    weight += count;
+                }
             }
-            float* o = out + t * q_stride + h * head_dim;
-            std::fill(o, o + head_dim, 0.0f);
-            size_t i = 0;
-            for (int k = 0; k < 3; ++k)
-                for (int64_t s = spans[k][0]; s < spans[k][1]; ++s)
-                    loops.axpy(scores[i++] / sum, vals[k] + s * kv_stride + kvh * head_dim, o, head_dim);
         }
     });
 }
