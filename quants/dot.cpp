@@ -27,6 +27,7 @@ const dot_kernels scalar_kernels = {
     reference_rows<block_q4_k, block_q8_k, vec_dot_q4_k_q8_k>,
     reference_rows<block_q6_k, block_q8_k, vec_dot_q6_k_q8_k>,
     nullptr,
+    nullptr,
 };
 
 cpu_path pick_default_path() {
@@ -61,7 +62,8 @@ bool cpu_path_supported(cpu_path p) {
         // libgcc's checks include the operating system's saving of the
         // AVX-512 registers.
         return cpu_path_supported(cpu_path::avx2) && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
 #else
         return false;
 #endif
@@ -79,8 +81,8 @@ const dot_kernels& kernels_for(cpu_path p) {
     if (p == cpu_path::avx2) return avx2_kernels;
     if (p == cpu_path::avx512_vnni) {
         // Matrices without the x8 layout take the AVX2 row kernels.
-        static const dot_kernels vnni = {avx2_kernels.q8_0, avx2_kernels.q4_0, avx2_kernels.q4_k, avx2_kernels.q6_k,
-                                         &avx512_vnni_x8_kernels};
+        static const dot_kernels vnni = {avx2_kernels.q8_0, avx2_kernels.q4_0,       avx2_kernels.q4_k,
+                                         avx2_kernels.q6_k, &avx512_vnni_x8_kernels, avx512_vnni_pair_kernels};
         return vnni;
     }
 #endif

@@ -44,6 +44,10 @@ struct dot_kernels {
     dot_rows_fn q4_k;  // Q4_K weights . Q8_K activations
     dot_rows_fn q6_k;  // Q6_K weights . Q8_K activations
     const x8_kernels* x8;  // null: this path uses weights as stored
+    // Kernels for two adjacent groups at once (w_group then the next group;
+    // y[r * y_stride + j], j < 16, 8..15 the second group's rows), the same
+    // results as x8 on each group; null where the path has none.
+    const x8_kernels* x8_pairs;
 };
 
 bool cpu_path_supported(cpu_path p);
@@ -60,7 +64,8 @@ inline bool uses_avx2(cpu_path p) { return p == cpu_path::avx2 || p == cpu_path:
 #define NLD_HAVE_AVX2_PATH 1
 extern const dot_kernels avx2_kernels;     // dot_avx2.cpp
 extern const x8_kernels avx2_x8_kernels;  // gemm_avx2.cpp
-extern const x8_kernels avx512_vnni_x8_kernels;  // gemm_vnni.cpp
+extern const x8_kernels avx512_vnni_x8_kernels;           // gemm_vnni.cpp
+extern const x8_kernels* const avx512_vnni_pair_kernels;  // gemm_vnni.cpp (null in emulated test builds)
 #endif
 
 }  // namespace nld

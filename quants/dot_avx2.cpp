@@ -175,6 +175,7 @@ const dot_kernels avx2_kernels = {
     all_rows<q4_k_rows<4>, q4_k_rows<3>, q4_k_rows<2>, q4_k_rows<1>>,
     all_rows<q6_k_rows<4>, q6_k_rows<3>, q6_k_rows<2>, q6_k_rows<1>>,
     &avx2_x8_kernels,
+    nullptr,
 };
 
 }  // namespace nld

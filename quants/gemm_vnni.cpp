@@ -226,14 +226,287 @@ NLD_VNNI void q6_k_vnni(int64_t n, const void* wv, const void* x, size_t stride,
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
 }
 
+// One activation row: each piece's four values unpacked once, from one load
+// of each of its ql and qh bytes (the stream schedule of gemm_avx2.cpp).
+template <int R>
+NLD_VNNI void q6_k_vnni_stream(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q6_kx8* w = static_cast<const block_q6_kx8*>(wv);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
+        __m256i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; ++h) {
+            for (int g = 0; g < 2; ++g) {  // pieces t = 4g..4g+3: one scale group per k
+                __m256i q[4][4];           // [piece][k]
+                for (int i = 0; i < 4; ++i) {
+                    const int t = 4 * g + i;
+                    const __m256i ql0 = load32(w[b].ql + 512 * h + 32 * t);
+                    const __m256i ql1 = load32(w[b].ql + 512 * h + 256 + 32 * t);
+                    const __m256i qh = load32(w[b].qh + 256 * h + 32 * t);
+                    q[i][0] = q6_value(_mm256_and_si256(ql0, low4), qh, 0);
+                    q[i][1] = q6_value(_mm256_and_si256(ql1, low4), qh, 1);
+                    q[i][2] = q6_value(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), qh, 2);
+                    q[i][3] = q6_value(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), qh, 3);
+                }
+                for (int k = 0; k < 4; ++k) {
+                    const __m256i sc = lanes_i8(w[b].scales + 8 * (8 * h + 2 * k + g));
+                    for (int r = 0; r < R; ++r) {
+                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
+                        const __m256i a0 = dot4_at(dot4_at(_mm256_setzero_si256(), q[0][k], xq), q[1][k], xq + 4);
+                        const __m256i a1 = dot4_at(dot4_at(_mm256_setzero_si256(), q[2][k], xq + 8), q[3][k], xq + 12);
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(_mm256_add_epi32(a0, a1), sc));
+                    }
+                }
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm256_add_ps(sum[r], q6_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+#ifndef NLD_VNNI_EMULATED
+// Pairs of adjacent groups (16 weight rows: group g in lanes 0-7, g + 1 in
+// lanes 8-15) on 512-bit registers: one vpdpbusd takes 64 products, half
+// the instructions per product of the 256-bit kernels above, whose issue
+// rate, not the multipliers, bounds them. Lane by lane the same operations,
+// so the same bits. (Test builds with NLD_VNNI_EMULATED have no pair table.)
+#define NLD_VNNI512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+NLD_VNNI512 inline __m512i dot4_at16(__m512i acc, __m512i u, const int8_t* p) {
+    using bytes4 = int32_t __attribute__((may_alias, aligned(1)));
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const bytes4*>(p)));
+    return acc;
+}
+
+// 32 bytes at a in the low half, 32 at b in the high half.
+NLD_VNNI512 inline __m512i load_pair(const void* a, const void* b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(load32(a)), load32(b), 1);
+}
+
+// 8 bytes at a then 8 at b, one per lane (u8 or i8).
+NLD_VNNI512 inline __m128i bytes_pair(const void* a, const void* b) {
+    return _mm_unpacklo_epi64(_mm_loadl_epi64(static_cast<const __m128i*>(a)),
+                              _mm_loadl_epi64(static_cast<const __m128i*>(b)));
+}
+
+NLD_VNNI512 inline __m512 half16(const fp16_bits* a, const fp16_bits* b) {
+    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
+                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+    return _mm512_cvtph_ps(h);
+}
+
+NLD_VNNI512 inline __m512 join(__m256 lo, __m256 hi) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+}
+
+// add_block (x8_avx2.h) on 16 lanes.
+NLD_VNNI512 inline __m512 add_block16(__m512 sum, __m512 dw, float dx, __m512i isum) {
+    return _mm512_add_ps(sum, _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(isum)));
+}
+
+template <int R>
+NLD_VNNI512 void q8_0_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q8_0x8* w0 = static_cast<const block_q8_0x8*>(wv);
+    const block_q8_0x8* w1 = w0 + n / QK8_0;  // the next group
+    const __m512i top_bit = _mm512_set1_epi8((char)0x80);
+    __m512 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK8_0; ++b) {
+        if (kPrefetchBytes > 0) {
+            prefetch_ahead(w0 + b);
+            prefetch_ahead(w1 + b);
+        }
+        __m512i u[8];
+        for (int p = 0; p < 8; ++p) u[p] = _mm512_xor_si512(load_pair(w0[b].qs + 32 * p, w1[b].qs + 32 * p), top_bit);
+        const __m512 dw = half16(w0[b].d, w1[b].d);
+        for (int r = 0; r < R; ++r) {
+            const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
+            __m512i a0 = dot4_at16(_mm512_slli_epi32(_mm512_set1_epi32(xb.offset8), 4), u[0], xb.qs);
+            __m512i a1 = dot4_at16(_mm512_setzero_si512(), u[1], xb.qs + 4);
+            for (int p = 2; p < 8; p += 2) {
+                a0 = dot4_at16(a0, u[p], xb.qs + 4 * p);
+                a1 = dot4_at16(a1, u[p + 1], xb.qs + 4 * p + 4);
+            }
+            sum[r] = add_block16(sum[r], dw, xb.d, _mm512_add_epi32(a0, a1));
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+template <int R>
+NLD_VNNI512 void q4_0_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q4_0x8* w0 = static_cast<const block_q4_0x8*>(wv);
+    const block_q4_0x8* w1 = w0 + n / QK4_0;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK4_0; ++b) {
+        if (kPrefetchBytes > 0) {
+            prefetch_ahead(w0 + b);
+            prefetch_ahead(w1 + b);
+        }
+        __m512i q[8];
+        for (int c = 0; c < 4; ++c) {
+            const __m512i raw = load_pair(w0[b].qs + 32 * c, w1[b].qs + 32 * c);
+            q[c] = _mm512_and_si512(raw, low4);
+            q[4 + c] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low4);
+        }
+        const __m512 dw = half16(w0[b].d, w1[b].d);
+        for (int r = 0; r < R; ++r) {
+            const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
+            __m512i a0 = dot4_at16(_mm512_set1_epi32(xb.offset8), q[0], xb.qs);
+            __m512i a1 = dot4_at16(_mm512_setzero_si512(), q[4], xb.qs + 16);
+            for (int c = 1; c < 4; ++c) {
+                a0 = dot4_at16(a0, q[c], xb.qs + 4 * c);
+                a1 = dot4_at16(a1, q[4 + c], xb.qs + 16 + 4 * c);
+            }
+            sum[r] = add_block16(sum[r], dw, xb.d, _mm512_add_epi32(a0, a1));
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+template <int R>
+NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q4_kx8* w0 = static_cast<const block_q4_kx8*>(wv);
+    const block_q4_kx8* w1 = w0 + n / QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) {
+            prefetch_ahead(w0 + b);
+            prefetch_ahead(w1 + b);
+        }
+        __m512i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+        for (int s = 0; s < 8; ++s) {
+            const int c = s / 2;
+            __m512i q[8];
+            for (int t = 0; t < 8; ++t) {
+                const __m512i raw = load_pair(w0[b].qs + 256 * c + 32 * t, w1[b].qs + 256 * c + 32 * t);
+                q[t] = _mm512_and_si512(s % 2 ? _mm512_srli_epi16(raw, 4) : raw, low4);
+            }
+            const __m512i sc = _mm512_cvtepu8_epi32(bytes_pair(w0[b].scales + 8 * s, w1[b].scales + 8 * s));
+            for (int r = 0; r < R; ++r) {
+                const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 32 * s;
+                __m512i a0 = dot4_at16(_mm512_setzero_si512(), q[0], xq);
+                __m512i a1 = dot4_at16(_mm512_setzero_si512(), q[1], xq + 4);
+                for (int t = 2; t < 8; t += 2) {
+                    a0 = dot4_at16(a0, q[t], xq + 4 * t);
+                    a1 = dot4_at16(a1, q[t + 1], xq + 4 * t + 4);
+                }
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc));
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
+            sum[r] = _mm512_add_ps(sum[r], join(q4_k_term(w0[b], xb, _mm512_castsi512_si256(isum[r])),
+                                                q4_k_term(w1[b], xb, _mm512_extracti64x4_epi64(isum[r], 1))));
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
+}
+
+// q6_value (x8_avx2.h) on 512-bit registers.
+NLD_VNNI512 inline __m512i q6_value16(__m512i low_bits, __m512i qh, int k) {
+    const __m512i placed = k == 0 ? _mm512_slli_epi16(qh, 4)
+                         : k == 1 ? _mm512_slli_epi16(qh, 2)
+                         : k == 2 ? qh
+                                  : _mm512_srli_epi16(qh, 2);
+    return _mm512_or_si512(low_bits, _mm512_and_si512(placed, _mm512_set1_epi8(0x30)));
+}
+
+template <int R>
+NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
+    const block_q6_kx8* w0 = static_cast<const block_q6_kx8*>(wv);
+    const block_q6_kx8* w1 = w0 + n / QK_K;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 sum[R];
+    for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; ++b) {
+        if (kPrefetchBytes > 0) {
+            prefetch_ahead(w0 + b);
+            prefetch_ahead(w1 + b);
+        }
+        __m512i isum[R];
+        for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+        for (int h = 0; h < 2; ++h) {
+            for (int g = 0; g < 2; ++g) {
+                for (int k = 0; k < 4; ++k) {
+                    __m512i q[4];
+                    for (int i = 0; i < 4; ++i) {
+                        const int t = 4 * g + i;
+                        const int ql_at = 512 * h + 256 * (k % 2) + 32 * t, qh_at = 256 * h + 32 * t;
+                        const __m512i ql = load_pair(w0[b].ql + ql_at, w1[b].ql + ql_at);
+                        const __m512i qh = load_pair(w0[b].qh + qh_at, w1[b].qh + qh_at);
+                        q[i] = q6_value16(_mm512_and_si512(k < 2 ? ql : _mm512_srli_epi16(ql, 4), low4), qh, k);
+                    }
+                    const int sc_at = 8 * (8 * h + 2 * k + g);
+                    const __m512i sc = _mm512_cvtepi8_epi32(bytes_pair(w0[b].scales + sc_at, w1[b].scales + sc_at));
+                    for (int r = 0; r < R; ++r) {
+                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
+                        const __m512i a0 = dot4_at16(dot4_at16(_mm512_setzero_si512(), q[0], xq), q[1], xq + 4);
+                        const __m512i a1 = dot4_at16(dot4_at16(_mm512_setzero_si512(), q[2], xq + 8), q[3], xq + 12);
+                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc));
+                    }
+                }
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
+            sum[r] = _mm512_add_ps(sum[r], join(q6_k_term(w0[b], xb, _mm512_castsi512_si256(isum[r])),
+                                                q6_k_term(w1[b], xb, _mm512_extracti64x4_epi64(isum[r], 1))));
+        }
+    }
+    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
+}
+#endif  // NLD_VNNI_EMULATED
+
 }  // namespace
 
-const x8_kernels avx512_vnni_x8_kernels = {
-    all_rows8<q8_0_vnni<8>, q8_0_vnni<4>, q8_0_vnni<3>, q8_0_vnni<2>, q8_0_vnni<1>>,
-    all_rows8<q4_0_vnni<8>, q4_0_vnni<4>, q4_0_vnni<3>, q4_0_vnni<2>, q4_0_vnni<1>>,
-    all_rows8<q4_k_vnni<8>, q4_k_vnni<4>, q4_k_vnni<3>, q4_k_vnni<2>, q4_k_vnni_stream<1>>,
-    all_rows8<q6_k_vnni<8>, q6_k_vnni<4>, q6_k_vnni<3>, q6_k_vnni<2>, q6_k_vnni<1>>,
+namespace {
+constexpr gemm_x8_fn one_group_q8_0 = all_rows<q8_0_vnni<4>, q8_0_vnni<3>, q8_0_vnni<2>, q8_0_vnni<1>>;
+constexpr gemm_x8_fn one_group_q4_0 = all_rows<q4_0_vnni<4>, q4_0_vnni<3>, q4_0_vnni<2>, q4_0_vnni<1>>;
+constexpr gemm_x8_fn one_group_q4_k = all_rows<q4_k_vnni<4>, q4_k_vnni<3>, q4_k_vnni<2>, q4_k_vnni_stream<1>>;
+constexpr gemm_x8_fn one_group_q6_k = all_rows<q6_k_vnni<4>, q6_k_vnni<3>, q6_k_vnni<2>, q6_k_vnni_stream<1>>;
+}  // namespace
+
+const x8_kernels avx512_vnni_x8_kernels = {one_group_q8_0, one_group_q4_0, one_group_q4_k, one_group_q6_k};
+
+#ifdef NLD_VNNI_EMULATED
+const x8_kernels* const avx512_vnni_pair_kernels = nullptr;
+#else
+namespace {
+
+// A pair-table entry: passes of 8 rows through P8 over both groups (for
+// fewer rows the 512-bit kernels lose to the 256-bit ones), the remaining
+// rows through the one-group kernel S, group by group.
+template <typename B, int QK, rows_pass_fn<8> P8, gemm_x8_fn S>
+void pair_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y, int64_t y_stride) {
+    const uint8_t* xb = static_cast<const uint8_t*>(x);
+    int64_t r = 0;
+    for (; r + 8 <= n_rows; r += 8) P8(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
+    if (r == n_rows) return;
+    S(n, w, xb + (size_t)r * x_stride, x_stride, n_rows - r, y + r * y_stride, y_stride);
+    S(n, static_cast<const B*>(w) + n / QK, xb + (size_t)r * x_stride, x_stride, n_rows - r, y + r * y_stride + kGroupRows,
+      y_stride);
+}
+
+const x8_kernels pair_table = {
+    pair_rows<block_q8_0x8, QK8_0, q8_0_pair<8>, one_group_q8_0>,
+    pair_rows<block_q4_0x8, QK4_0, q4_0_pair<8>, one_group_q4_0>,
+    pair_rows<block_q4_kx8, QK_K, q4_k_pair<8>, one_group_q4_k>,
+    pair_rows<block_q6_kx8, QK_K, q6_k_pair<8>, one_group_q6_k>,
 };
+
+}  // namespace
+const x8_kernels* const avx512_vnni_pair_kernels = &pair_table;
+#endif
 
 }  // namespace nld
 

@@ -27,13 +27,4 @@ void all_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t 
     }
 }
 
-// Passes of 8 rows (AVX-512: 32 vector registers), then all_rows for the rest.
-template <rows_pass_fn<8> K8, rows_pass_fn<4> K4, rows_pass_fn<3> K3, rows_pass_fn<2> K2, rows_pass_fn<1> K1>
-void all_rows8(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y, int64_t y_stride) {
-    const uint8_t* xb = static_cast<const uint8_t*>(x);
-    int64_t r = 0;
-    for (; r + 8 <= n_rows; r += 8) K8(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
-    all_rows<K4, K3, K2, K1>(n, w, xb + (size_t)r * x_stride, x_stride, n_rows - r, y + r * y_stride, y_stride);
-}
-
 }  // namespace nld

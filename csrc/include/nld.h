@@ -259,7 +259,7 @@ typedef enum nld_cpu_path {
     NLD_CPU_PATH_AUTO = 0,
     NLD_CPU_PATH_SCALAR = 1,     /* the reference; every build and CPU */
     NLD_CPU_PATH_AVX2 = 2,       /* x86-64 with AVX2, FMA and F16C */
-    NLD_CPU_PATH_AVX512_VNNI = 3 /* AVX2 plus AVX-512 F, VL and VNNI */
+    NLD_CPU_PATH_AVX512_VNNI = 3 /* AVX2 plus AVX-512 F, BW, VL and VNNI */
 } nld_cpu_path;
 /* 1 if this build and CPU can run the path, else 0. */
 NLD_API int32_t nld_cpu_path_supported(int32_t path);

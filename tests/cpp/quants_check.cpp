@@ -95,12 +95,18 @@ int check_x8(const format& f, const dot_kernels& k, const std::vector<float>& w,
         for (int g = 0; g < n_out / kGroupRows; ++g)
             (k.x8->*f.gemm)(n, packed.data() + g * group_bytes, xs.data(), xs_row, rows, &y[(size_t)g * kGroupRows],
                             n_out);
+        std::vector<float> y_pairs((size_t)n_out * rows);
+        if (k.x8_pairs)  // both groups in one call
+            (k.x8_pairs->*f.gemm)(n, packed.data(), xs.data(), xs_row, rows, y_pairs.data(), n_out);
         for (size_t i = 0; i < y.size(); ++i) {
-            const bool same = std::isnan(ref[i]) ? std::isnan(y[i]) : y[i] == ref[i];
-            if (!same) {
-                std::printf("%s x8, %d rows, hostile %d: y[%zu] = %g, scalar %g\n", f.name, rows, hostile, i,
-                            (double)y[i], (double)ref[i]);
-                ++failures;
+            const float got[2] = {y[i], y_pairs[i]};
+            for (int pairs = 0; pairs < (k.x8_pairs ? 2 : 1); ++pairs) {
+                const bool same = std::isnan(ref[i]) ? std::isnan(got[pairs]) : got[pairs] == ref[i];
+                if (!same) {
+                    std::printf("%s x8%s, %d rows, hostile %d: y[%zu] = %g, scalar %g\n", f.name, pairs ? " pairs" : "",
+                                rows, hostile, i, (double)got[pairs], (double)ref[i]);
+                    ++failures;
+                }
             }
         }
     }
@@ -110,7 +116,7 @@ int check_x8(const format& f, const dot_kernels& k, const std::vector<float>& w,
 }  // namespace
 
 int main() {
-    const int n = 768, n_rows = 5, n_out = 7;
+    const int n = 768, n_rows = 11, n_out = 7;  // 11 rows: passes of 8, 4 and a remainder
     const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
     const float specials[] = {0.0f, -0.0f, inf, -inf, nan, 3.0e38f, -3.0e38f, 1.0e-40f, 65504.0f, 65520.0f};
     int failures = 0;

@@ -203,18 +203,29 @@ const uint8_t* quantize_activations(threadpool& pool, const weight_matrix& w, co
     return act;
 }
 
+// Groups [begin, end) of w against the n activation rows: two at a time
+// where the path has pair kernels, else one by one.
+void run_groups(const dot_kernels& kernels, const weight_matrix& w, int64_t begin, int64_t end, const uint8_t* act,
+                size_t act_row_bytes, int64_t n, float* y) {
+    const gemm_x8_fn one = kernel_for_type(*kernels.x8, w.type);
+    const gemm_x8_fn two = kernels.x8_pairs ? kernel_for_type(*kernels.x8_pairs, w.type) : nullptr;
+    const size_t group_bytes = x8_bytes((int32_t)w.type, kGroupRows, w.n_in);
+    for (int64_t g = begin; g < end;) {
+        const bool pair = two && g + 1 < end;
+        (pair ? two : one)(w.n_in, w.x8 + (size_t)g * group_bytes, act, act_row_bytes, n, y + g * kGroupRows, w.n_out);
+        g += pair ? 2 : 1;
+    }
+}
+
 // The x8 path: each thread takes whole groups of 8 weight rows and runs every
 // activation row past a group while it is in L1 (the activations, a few
 // hundred KB for a prefill, stay in L2/L3).
-void matmul_x8(threadpool& pool, const x8_kernels& kernels, const weight_matrix& w, const float* x, float* y,
+void matmul_x8(threadpool& pool, const dot_kernels& kernels, const weight_matrix& w, const float* x, float* y,
                int64_t n) {
-    const gemm_x8_fn gemm = kernel_for_type(kernels, w.type);
     size_t act_row_bytes = 0;
     const uint8_t* act = quantize_activations(pool, w, x, n, true, &act_row_bytes);
-    const size_t group_bytes = x8_bytes((int32_t)w.type, kGroupRows, w.n_in);
     pool.parallel_for(w.n_out / kGroupRows, [&](int64_t begin, int64_t end) {
-        for (int64_t g = begin; g < end; ++g)
-            gemm(w.n_in, w.x8 + (size_t)g * group_bytes, act, act_row_bytes, n, y + g * kGroupRows, w.n_out);
+        run_groups(kernels, w, begin, end, act, act_row_bytes, n, y);
     });
 }
 
@@ -240,7 +251,6 @@ void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* 
     // Every group of every matrix in one list; each thread takes a run of it
     // holding about an equal share of the weight bytes (the types may differ).
     struct segment {
-        gemm_x8_fn gemm;
         const weight_matrix* w;
         float* y;
         size_t group_bytes;
@@ -251,7 +261,7 @@ void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* 
     size_t total_bytes = 0;
     for (int i = 0; i < count; ++i) {
         const size_t gb = x8_bytes((int32_t)ws[i]->type, kGroupRows, ws[i]->n_in);
-        segs.push_back({kernel_for_type(*kernels.x8, ws[i]->type), ws[i], ys[i], gb, total_groups});
+        segs.push_back({ws[i], ys[i], gb, total_groups});
         total_groups += ws[i]->n_out / kGroupRows;
         total_bytes += gb * (size_t)(ws[i]->n_out / kGroupRows);
     }
@@ -267,13 +277,12 @@ void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* 
     }
     pool.parallel_for(parts, [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) {
-            size_t s = 0;
-            for (int64_t g = bounds[(size_t)p]; g < bounds[(size_t)p + 1]; ++g) {
-                while (g >= segs[s].first + segs[s].w->n_out / kGroupRows) ++s;
-                const segment& sg = segs[s];
-                const int64_t local = g - sg.first;
-                sg.gemm(sg.w->n_in, sg.w->x8 + (size_t)local * sg.group_bytes, act, act_row_bytes, n,
-                        sg.y + local * kGroupRows, sg.w->n_out);
+            // The part's run of the list, matrix by matrix.
+            const int64_t lo = bounds[(size_t)p], hi = bounds[(size_t)p + 1];
+            for (const segment& sg : segs) {
+                const int64_t first = std::max(lo, sg.first) - sg.first;
+                const int64_t last = std::min(hi, sg.first + sg.w->n_out / kGroupRows) - sg.first;
+                if (first < last) run_groups(kernels, *sg.w, first, last, act, act_row_bytes, n, sg.y);
             }
         }
     });
@@ -283,7 +292,7 @@ void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, 
                       cpu_path path) {
     const dot_kernels& kernels = kernels_for(path);
     if (kernels.x8 && w.x8) {
-        matmul_x8(pool, *kernels.x8, w, x, y, n);
+        matmul_x8(pool, kernels, w, x, y, n);
         return;
     }
     const dot_rows_fn dot = kernel_for_type(kernels, w.type);
