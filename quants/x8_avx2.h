@@ -31,17 +31,19 @@ NLD_AVX2 inline __m256 half8(const fp16_bits* d) {
 }
 
 // Weights stream from memory once per call: each block asks for the lines
-// kPrefetchBytes ahead (past the group's end: the next group's), so memory
-// keeps serving while the block computes.
+// kPrefetchBytes ahead (past the group's end: the next groups'), into L2,
+// so memory keeps serving while the block computes. (Measured on the
+// Zen 4 VM, one-row Q4_K / Q6_K, 2 threads: 8 KB into L2 streams 20-40%
+// faster than 2 KB into L1.)
 #ifndef NLD_PREFETCH_BYTES
-#define NLD_PREFETCH_BYTES 2048
+#define NLD_PREFETCH_BYTES 8192
 #endif
 constexpr int kPrefetchBytes = NLD_PREFETCH_BYTES;
 
 template <typename B>
 NLD_AVX2 inline void prefetch_ahead(const B* block) {
     const char* p = reinterpret_cast<const char*>(block) + kPrefetchBytes;
-    for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+    for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
 }
 
 template <typename X>
