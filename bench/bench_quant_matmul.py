@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     w = rng.standard_normal((args.n_out, args.n_in)).astype(np.float32)
-    paths = [p for p in ("scalar", "avx2") if Q.cpu_path_supported(p)]
+    paths = [p for p in ("scalar", "avx2", "avx512_vnni") if Q.cpu_path_supported(p)]
     print(f"{args.n_out}x{args.n_in} weights, {args.threads} thread(s); ms per call (best of {args.repeat})")
     print(f"{'type':6} {'rows':>4} " + " ".join(f"{p:>10}" for p in paths) + "   speedup   GB/s(best)")
     for name, code in TYPES.items():

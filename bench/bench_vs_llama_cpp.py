@@ -139,7 +139,7 @@ def run_roofline(binary: Path, threads: int, runs: int) -> Dict[str, float]:
 
 
 def machine_info() -> Dict[str, object]:
-    model_name, flags = platform.processor() or platform.machine(), set()
+    model_name, flags, family = platform.processor() or platform.machine(), set(), {}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     except OSError:
@@ -148,6 +148,8 @@ def machine_info() -> Dict[str, object]:
         key, _, value = line.partition(":")
         if key.strip() == "Model name":
             model_name = value.strip()
+        elif key.strip() in ("CPU family", "Model"):  # tells apart CPUs sold under one name
+            family[key.strip().lower().replace(" ", "_")] = value.strip()
         elif key.strip() == "Flags":
             flags = set(value.split())
     if not flags and Path("/proc/cpuinfo").is_file():
@@ -155,7 +157,7 @@ def machine_info() -> Dict[str, object]:
             if line.startswith("flags"):
                 flags = set(line.partition(":")[2].split())
                 break
-    return {"platform": platform.platform(), "cpu_model": model_name, "cpus": os.cpu_count(),
+    return {"platform": platform.platform(), "cpu_model": model_name, **family, "cpus": os.cpu_count(),
             "flags": {f: f in flags for f in ("avx2", "avx512f", "avx512_vnni")}}
 
 

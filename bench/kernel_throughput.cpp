@@ -1,4 +1,5 @@
-// kernel_throughput.cpp: the x8 matmul kernels alone (quants/gemm_avx2.cpp)
+// kernel_throughput.cpp: the x8 matmul kernels of this CPU's default path
+// alone (quants/gemm_avx2.cpp or gemm_vnni.cpp, NLD_CPU_PATH to choose)
 // on a weight matrix far larger than the caches (221184 x 3072, about 0.5-1
 // GB by type), so the 1-row case shows the weight stream and the many-row
 // cases the arithmetic. Built and run by bench/bench_kernels.py:
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
     }
     const int type = std::atoi(argv[1]), threads = std::atoi(argv[2]), rows = std::atoi(argv[3]);
     const int repeats = argc > 4 ? std::atoi(argv[4]) : 10;
-    if (!has_x8_layout(type) || threads < 1 || rows < 1 || repeats < 1 || !cpu_path_supported(cpu_path::avx2)) {
+    if (!has_x8_layout(type) || threads < 1 || rows < 1 || repeats < 1 || !kernels_for(default_cpu_path()).x8) {
         std::fprintf(stderr, "kernel_throughput: bad arguments or no AVX2 on this CPU\n");
         return 2;
     }
@@ -83,8 +84,12 @@ int main(int argc, char** argv) {
             quantize_row_q8_0s(src.data(), reinterpret_cast<block_q8_0s*>(act + r * act_row), n_in);
     }
     std::vector<float> y((size_t)n_out * rows);
-    const x8_kernels& k = *kernels_for(cpu_path::avx2).x8;
+    // As the runtime (ops.cpp run_groups): two adjacent groups per call where
+    // the path has pair kernels.
+    const dot_kernels& path = kernels_for(default_cpu_path());
+    const x8_kernels& k = path.x8_pairs ? *path.x8_pairs : *path.x8;
     const gemm_x8_fn gemm = type == 8 ? k.q8_0 : type == 2 ? k.q4_0 : type == 12 ? k.q4_k : k.q6_k;
+    const int64_t step = path.x8_pairs ? 2 : 1;
     const size_t group_bytes = x8_bytes(type, kGroupRows, n_in);
     const int64_t groups = n_out / kGroupRows;
     double best = 1e30;
@@ -93,14 +98,17 @@ int main(int argc, char** argv) {
         std::vector<std::thread> pool;
         for (int i = 0; i < threads; ++i)
             pool.emplace_back([&, i] {
-                for (int64_t g = groups * i / threads; g < groups * (i + 1) / threads; ++g)
+                for (int64_t g = groups * i / threads / step * step; g < groups * (i + 1) / threads / step * step;
+                     g += step)
                     gemm(n_in, w + g * group_bytes, act, act_row, rows, &y[(size_t)g * kGroupRows], n_out);
             });
         for (auto& t : pool) t.join();
         best = std::min(best, now() - t0);
     }
     munmap(w, bytes);
-    std::printf("{\"type\": %d, \"threads\": %d, \"rows\": %d, \"best_ms\": %.2f, \"gb_s\": %.2f, \"gmac_s\": %.1f}\n", type,
-                threads, rows, best * 1e3, (double)bytes / best / 1e9, (double)n_in * (double)n_out * rows / best / 1e9);
+    std::printf("{\"path\": %d, \"type\": %d, \"threads\": %d, \"rows\": %d, \"best_ms\": %.2f, \"gb_s\": %.2f, "
+                "\"gmac_s\": %.1f}\n",
+                (int)default_cpu_path(), type, threads, rows, best * 1e3, (double)bytes / best / 1e9,
+                (double)n_in * (double)n_out * rows / best / 1e9);
     return 0;
 }
