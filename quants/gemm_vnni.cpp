@@ -18,6 +18,13 @@
 #include "quants/row_passes.h"
 #include "quants/x8_avx2.h"
 
+// GCC 12's AVX-512 headers pass an uninitialized "undefined" vector to the
+// masked builtins behind plain intrinsics (_mm512_cvtph_ps, ...), which
+// -Wmaybe-uninitialized reports in every caller (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #ifdef NLD_VNNI_EMULATED
 #define NLD_VNNI NLD_AVX2
 #else
@@ -29,24 +36,16 @@ namespace nld {
 namespace {
 
 // acc plus, in each 32-bit lane, the four products of u's bytes (unsigned)
-// with s's bytes (signed).
-NLD_VNNI inline __m256i dot4(__m256i acc, __m256i u, __m256i s) {
+// with the 4 bytes at p (signed): vpdpbusd with p broadcast by the
+// instruction itself ({1to8}; GCC does not fold a broadcast into it).
+NLD_VNNI inline __m256i dot4_at(__m256i acc, __m256i u, const int8_t* p) {
 #ifdef NLD_VNNI_EMULATED
     // Even and odd bytes widened to i16 (u: zero-, s: sign-extended); madd
     // sums each lane's two even and two odd products exactly in i32.
+    const __m256i s = bcast4(p);
     const __m256i even_u = _mm256_and_si256(u, _mm256_set1_epi16(0x00ff)), odd_u = _mm256_srli_epi16(u, 8);
     const __m256i even_s = _mm256_srai_epi16(_mm256_slli_epi16(s, 8), 8), odd_s = _mm256_srai_epi16(s, 8);
     return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(even_u, even_s), _mm256_madd_epi16(odd_u, odd_s)));
-#else
-    return _mm256_dpbusd_epi32(acc, u, s);
-#endif
-}
-
-// dot4 with s the 4 bytes at p in every lane, broadcast by the instruction
-// itself (GCC does not fold the broadcast into vpdpbusd's {1to8} operand).
-NLD_VNNI inline __m256i dot4_at(__m256i acc, __m256i u, const int8_t* p) {
-#ifdef NLD_VNNI_EMULATED
-    return dot4(acc, u, bcast4(p));
 #else
     using bytes4 = int32_t __attribute__((may_alias, aligned(1)));
     __asm__("vpdpbusd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const bytes4*>(p)));
