@@ -20,7 +20,7 @@
 
 // GCC 12's AVX-512 headers pass an uninitialized "undefined" vector to the
 // masked builtins behind plain intrinsics (_mm512_cvtph_ps, ...), which
-// -Wmaybe-uninitialized reports in every caller (later GCCs do not).
+// -Wmaybe-uninitialized reports in every caller; those lanes are never read.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
