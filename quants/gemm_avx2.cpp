@@ -46,7 +46,8 @@ NLD_AVX2 void q8_0_x8(int64_t n, const void* wv, const void* x, size_t stride, f
 // One row's Q4_0 block term from its i16 pair sums acc16 (weights stored as
 // q + 8): the integer dot is madd(acc16, 1) - 8 * sum(x).
 NLD_AVX2 inline __m256 add_q4_0_block(__m256 sum, __m256 dw, const block_q8_0s& xb, __m256i acc16) {
-    const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(acc16, _mm256_set1_epi16(1)), _mm256_set1_epi32(xb.offset8));
+    const __m256i isum =
+        _mm256_add_epi32(_mm256_madd_epi16(acc16, _mm256_set1_epi16(1)), _mm256_set1_epi32(xb.offset8));
     return add_block(sum, dw, xb.d, isum);
 }
 

@@ -6,7 +6,8 @@
 // i16 pair sums, no saturation limits and no madd steps. The unsigned side
 // is the weight: Q4_0 stored as q in 0..15, Q4_K 0..15, Q6_K 0..63, and Q8_0
 // w taken as w + 128. The f32 terms are x8_avx2.h's, so both paths give the
-// same bits. With 32 vector registers, rows go in passes of 8.
+// same bits. Passes of 4 rows here; passes of 8 take the 512-bit pair
+// kernels below.
 //
 // NLD_VNNI_EMULATED (tests only: tests/cpp/quants_check.cpp) builds these
 // kernels for plain AVX2 with each vpdpbusd replaced by an exact AVX2
@@ -293,8 +294,9 @@ NLD_VNNI512 inline __m128i bytes_pair(const void* a, const void* b) {
 }
 
 NLD_VNNI512 inline __m512 half16(const fp16_bits* a, const fp16_bits* b) {
-    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a))),
-                                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), 1);
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
     return _mm512_cvtph_ps(h);
 }
 
@@ -492,8 +494,8 @@ void pair_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t
     for (; r + 8 <= n_rows; r += 8) P8(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
     if (r == n_rows) return;
     S(n, w, xb + (size_t)r * x_stride, x_stride, n_rows - r, y + r * y_stride, y_stride);
-    S(n, static_cast<const B*>(w) + n / QK, xb + (size_t)r * x_stride, x_stride, n_rows - r, y + r * y_stride + kGroupRows,
-      y_stride);
+    S(n, static_cast<const B*>(w) + n / QK, xb + (size_t)r * x_stride, x_stride, n_rows - r,
+      y + r * y_stride + kGroupRows, y_stride);
 }
 
 const x8_kernels pair_table = {
