@@ -119,45 +119,10 @@ NLD_VNNI inline __m256i lanes_i8(const int8_t* p) {
     return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 
+// Each piece unpacked right before its use (gemm_avx2.cpp's one-row stream
+// schedule; here it also beats unpacking first for 2-4 rows).
 template <int R>
 NLD_VNNI void q4_k_vnni(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
-    const block_q4_kx8* w = static_cast<const block_q4_kx8*>(wv);
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m256 sum[R];
-    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; ++b) {
-        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
-        __m256i isum[R];
-        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
-        for (int s = 0; s < 8; ++s) {  // sub-block s: chunk s / 2, low nibbles for even s, high for odd
-            const int c = s / 2;
-            __m256i q[8];
-            for (int t = 0; t < 8; ++t) {
-                const __m256i raw = load32(w[b].qs + 256 * c + 32 * t);
-                q[t] = _mm256_and_si256(s % 2 ? _mm256_srli_epi16(raw, 4) : raw, low4);
-            }
-            const __m256i sc = lanes_u8(w[b].scales + 8 * s);
-            for (int r = 0; r < R; ++r) {
-                const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 32 * s;
-                __m256i a0 = dot4_at(_mm256_setzero_si256(), q[0], xq);
-                __m256i a1 = dot4_at(_mm256_setzero_si256(), q[1], xq + 4);
-                for (int t = 2; t < 8; t += 2) {
-                    a0 = dot4_at(a0, q[t], xq + 4 * t);
-                    a1 = dot4_at(a1, q[t + 1], xq + 4 * t + 4);
-                }
-                isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(_mm256_add_epi32(a0, a1), sc));
-            }
-        }
-        for (int r = 0; r < R; ++r)
-            sum[r] = _mm256_add_ps(sum[r], q4_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
-    }
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
-}
-
-// One activation row (decode): each piece unpacked right before its use, as
-// gemm_avx2.cpp's stream schedule (more loads in flight per instruction).
-template <int R>
-NLD_VNNI void q4_k_vnni_stream(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q4_kx8* w = static_cast<const block_q4_kx8*>(wv);
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256 sum[R];
@@ -190,46 +155,11 @@ NLD_VNNI void q4_k_vnni_stream(int64_t n, const void* wv, const void* x, size_t 
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
 }
 
+// Each piece's four values unpacked once, from one load of each of its ql
+// and qh bytes (gemm_avx2.cpp's one-row stream schedule; here it also beats
+// unpacking per use for 2-4 rows).
 template <int R>
 NLD_VNNI void q6_k_vnni(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
-    const block_q6_kx8* w = static_cast<const block_q6_kx8*>(wv);
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m256 sum[R];
-    for (int r = 0; r < R; ++r) sum[r] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; ++b) {
-        if (kPrefetchBytes > 0) prefetch_ahead(w + b);
-        __m256i isum[R];
-        for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; ++h) {
-            for (int g = 0; g < 2; ++g) {  // pieces t = 4g..4g+3: 16 elements of one scale group per k
-                for (int k = 0; k < 4; ++k) {
-                    __m256i q[4];
-                    for (int i = 0; i < 4; ++i) {
-                        const int t = 4 * g + i;
-                        const __m256i ql = load32(w[b].ql + 512 * h + 256 * (k % 2) + 32 * t);
-                        const __m256i qh = load32(w[b].qh + 256 * h + 32 * t);
-                        q[i] = q6_value(_mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), low4), qh, k);
-                    }
-                    const __m256i sc = lanes_i8(w[b].scales + 8 * (8 * h + 2 * k + g));
-                    for (int r = 0; r < R; ++r) {
-                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
-                        const __m256i a0 = dot4_at(dot4_at(_mm256_setzero_si256(), q[0], xq), q[1], xq + 4);
-                        const __m256i a1 = dot4_at(dot4_at(_mm256_setzero_si256(), q[2], xq + 8), q[3], xq + 12);
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(_mm256_add_epi32(a0, a1), sc));
-                    }
-                }
-            }
-        }
-        for (int r = 0; r < R; ++r)
-            sum[r] = _mm256_add_ps(sum[r], q6_k_term(w[b], act_row<block_q8_k>(x, stride, r)[b], isum[r]));
-    }
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
-}
-
-// One activation row: each piece's four values unpacked once, from one load
-// of each of its ql and qh bytes (the stream schedule of gemm_avx2.cpp).
-template <int R>
-NLD_VNNI void q6_k_vnni_stream(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q6_kx8* w = static_cast<const block_q6_kx8*>(wv);
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256 sum[R];
@@ -473,8 +403,8 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
 namespace {
 constexpr gemm_x8_fn one_group_q8_0 = all_rows<q8_0_vnni<4>, q8_0_vnni<3>, q8_0_vnni<2>, q8_0_vnni<1>>;
 constexpr gemm_x8_fn one_group_q4_0 = all_rows<q4_0_vnni<4>, q4_0_vnni<3>, q4_0_vnni<2>, q4_0_vnni<1>>;
-constexpr gemm_x8_fn one_group_q4_k = all_rows<q4_k_vnni<4>, q4_k_vnni<3>, q4_k_vnni<2>, q4_k_vnni_stream<1>>;
-constexpr gemm_x8_fn one_group_q6_k = all_rows<q6_k_vnni<4>, q6_k_vnni<3>, q6_k_vnni<2>, q6_k_vnni_stream<1>>;
+constexpr gemm_x8_fn one_group_q4_k = all_rows<q4_k_vnni<4>, q4_k_vnni<3>, q4_k_vnni<2>, q4_k_vnni<1>>;
+constexpr gemm_x8_fn one_group_q6_k = all_rows<q6_k_vnni<4>, q6_k_vnni<3>, q6_k_vnni<2>, q6_k_vnni<1>>;
 }  // namespace
 
 const x8_kernels avx512_vnni_x8_kernels = {one_group_q8_0, one_group_q4_0, one_group_q4_k, one_group_q6_k};
