@@ -13,7 +13,7 @@
 namespace nld {
 
 context::context(const model& m, int32_t n_ctx, int32_t n_threads)
-    : mdl(m), cache(m.hp.n_layer, n_ctx, m.hp.n_head_kv * m.hp.head_dim), pool(n_threads) {}
+    : mdl(m), cache(m.hp.n_layer, n_ctx, m.hp.n_head_kv, m.hp.head_dim), pool(n_threads) {}
 
 row_layout row_layout::causal(int32_t first_pos, int32_t n) {
     row_layout l;
@@ -92,8 +92,8 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
     const float softmax_scale = 1.0f / std::sqrt((float)HD);
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const layer_weights& L = m.layers[il];
-        float* k_cache = ctx.cache.keys(il);    // (n_ctx, KV)
-        float* v_cache = ctx.cache.values(il);  // (n_ctx, KV)
+        const float* k_cache = ctx.cache.keys(il);    // (n_head_kv, n_ctx, HD)
+        const float* v_cache = ctx.cache.values(il);  // (n_head_kv, n_ctx, HD)
 
         // x = rmsnorm(h); q, k, v projections
         rmsnorm(s.hidden.data(), L.attn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
@@ -110,11 +110,10 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
             for (int64_t i = 0; i < Q; ++i) s.q[t * Q + i] *= q_scale[t];
 
         // a = softmax(q k^T / sqrt(head_dim) + mask) v over cache + visible new rows
-        attention(ctx.pool, s.q.data(), k_cache, v_cache, C, s.k.data(), s.v.data(), visibility, s.attn.data(), n,
-                  hp.n_head, hp.n_head_kv, HD, softmax_scale);
+        attention(ctx.pool, s.q.data(), k_cache, v_cache, (int64_t)ctx.cache.head_stride(), C, s.k.data(),
+                  s.v.data(), visibility, s.attn.data(), n, hp.n_head, hp.n_head_kv, HD, softmax_scale);
         // The committed rows' K/V join the cache (slots C .. C+n_commit-1).
-        std::copy(s.k.begin(), s.k.begin() + layout.n_commit * KV, k_cache + (size_t)C * KV);
-        std::copy(s.v.begin(), s.v.begin() + layout.n_commit * KV, v_cache + (size_t)C * KV);
+        ctx.cache.store(il, C, layout.n_commit, s.k.data(), s.v.data());
 
         // h += a Wo^T (+ scale * (a A^T) B^T on the drafter rows)
         matmul(ctx.pool, L.wo, s.attn.data(), s.proj.data(), n);
@@ -133,7 +132,7 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
         const weight_matrix* gate_up[2] = {&L.ffn_gate, &L.ffn_up};
         float* gate_up_out[2] = {s.gate.data(), s.up.data()};
         matmul_same_input(ctx.pool, gate_up, gate_up_out, 2, s.normed.data(), n);
-        swiglu(s.gate.data(), s.up.data(), n * hp.n_ff);
+        swiglu(ctx.pool, s.gate.data(), s.up.data(), n * hp.n_ff);
         matmul(ctx.pool, L.ffn_down, s.gate.data(), s.proj.data(), n);
         for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];
     }

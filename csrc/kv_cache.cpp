@@ -1,19 +1,33 @@
 // kv_cache.cpp: see kv_cache.h.
 #include "kv_cache.h"
 
+#include <algorithm>
 #include <string>
 
 #include "error.h"
 
 namespace nld {
 
-kv_cache::kv_cache(int32_t n_layer, int32_t n_ctx, int32_t kv_dim)
-    : n_ctx_(n_ctx), kv_dim_(kv_dim), per_layer_((size_t)n_ctx * (size_t)kv_dim) {
+kv_cache::kv_cache(int32_t n_layer, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim)
+    : n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_(head_dim),
+      per_layer_((size_t)n_ctx * (size_t)n_head_kv * (size_t)head_dim) {
     const uint64_t total = checked_mul(checked_mul((uint64_t)n_layer, (uint64_t)per_layer_, "KV cache size"), 2,
                                        "KV cache size");
     if (total > (uint64_t)1 << 36) fail_argument("n_ctx " + std::to_string(n_ctx) + " needs a KV cache over 256 GiB");
     k_.assign((size_t)n_layer * per_layer_, 0.0f);
     v_.assign((size_t)n_layer * per_layer_, 0.0f);
+}
+
+void kv_cache::store(int32_t layer, int32_t first, int32_t n, const float* k_rows, const float* v_rows) {
+    const size_t hd = (size_t)head_dim_, row = (size_t)n_head_kv_ * hd;
+    float* k = keys(layer);
+    float* v = values(layer);
+    for (int32_t t = 0; t < n; ++t)
+        for (int32_t h = 0; h < n_head_kv_; ++h) {
+            const size_t slot = (size_t)h * head_stride() + (size_t)(first + t) * hd;
+            std::copy(k_rows + t * row + h * hd, k_rows + t * row + (h + 1) * hd, k + slot);
+            std::copy(v_rows + t * row + h * hd, v_rows + t * row + (h + 1) * hd, v + slot);
+        }
 }
 
 void kv_cache::commit(int32_t n) {

@@ -12,13 +12,19 @@ namespace nld {
 
 class kv_cache {
 public:
-    kv_cache(int32_t n_layer, int32_t n_ctx, int32_t kv_dim);
+    kv_cache(int32_t n_layer, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim);
 
     int32_t capacity() const { return n_ctx_; }
     int32_t n_cached() const { return n_cached_; }
-    // (n_ctx, kv_dim) rows for one layer; slot p holds position p.
+    // One layer, head-major: (n_head_kv, n_ctx, head_dim), slot p of head h
+    // at h * head_stride() + p * head_dim, so the keys one attention head
+    // reads lie together.
     float* keys(int32_t layer) { return k_.data() + (size_t)layer * per_layer_; }
     float* values(int32_t layer) { return v_.data() + (size_t)layer * per_layer_; }
+    size_t head_stride() const { return (size_t)n_ctx_ * (size_t)head_dim_; }
+    // Writes n rows of (n_head_kv * head_dim) keys and values (the forward
+    // pass's layout) into slots first .. first + n - 1 of a layer.
+    void store(int32_t layer, int32_t first, int32_t n, const float* k_rows, const float* v_rows);
 
     // Marks positions [n_cached, n_cached + n) committed (their slots were
     // written by the forward pass that produced them).
@@ -27,11 +33,12 @@ public:
 
 private:
     int32_t n_ctx_;
-    int32_t kv_dim_;
+    int32_t n_head_kv_;
+    int32_t head_dim_;
     size_t per_layer_;
     int32_t n_cached_ = 0;
-    std::vector<float> k_;  // (n_layer, n_ctx, kv_dim)
-    std::vector<float> v_;  // (n_layer, n_ctx, kv_dim)
+    std::vector<float> k_;  // (n_layer, n_head_kv, n_ctx, head_dim)
+    std::vector<float> v_;  // (n_layer, n_head_kv, n_ctx, head_dim)
 };
 
 }  // namespace nld

@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "quants/quants.h"
+#include "quants/repack.h"
 
 namespace nld {
 
@@ -21,6 +22,8 @@ void reference_rows(int64_t n, const void* w, const void* x, size_t x_stride, in
                             reinterpret_cast<const X*>(static_cast<const uint8_t*>(x) + (size_t)r * x_stride));
 }
 
+const activation_quantizers reference_quantizers = {quantize_row_q8_0s, quantize_row_q8_k};
+
 const dot_kernels scalar_kernels = {
     reference_rows<block_q8_0, block_q8_0, vec_dot_q8_0_q8_0>,
     reference_rows<block_q4_0, block_q8_0, vec_dot_q4_0_q8_0>,
@@ -28,6 +31,7 @@ const dot_kernels scalar_kernels = {
     reference_rows<block_q6_k, block_q8_k, vec_dot_q6_k_q8_k>,
     nullptr,
     nullptr,
+    &reference_quantizers,
 };
 
 cpu_path pick_default_path() {
@@ -81,8 +85,9 @@ const dot_kernels& kernels_for(cpu_path p) {
     if (p == cpu_path::avx2) return avx2_kernels;
     if (p == cpu_path::avx512_vnni) {
         // Matrices without the x8 layout take the AVX2 row kernels.
-        static const dot_kernels vnni = {avx2_kernels.q8_0, avx2_kernels.q4_0,       avx2_kernels.q4_k,
-                                         avx2_kernels.q6_k, &avx512_vnni_x8_kernels, avx512_vnni_pair_kernels};
+        static const dot_kernels vnni = {avx2_kernels.q8_0,       avx2_kernels.q4_0,        avx2_kernels.q4_k,
+                                         avx2_kernels.q6_k,       &avx512_vnni_x8_kernels,  avx512_vnni_pair_kernels,
+                                         avx2_kernels.quantize};
         return vnni;
     }
 #endif

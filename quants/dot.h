@@ -38,6 +38,16 @@ struct x8_kernels {
     gemm_x8_fn q6_k;
 };
 
+struct block_q8_0s;  // repack.h
+struct block_q8_k;   // quants.h
+
+// The activation quantizers of a path, with the reference's results
+// (quantize_row_q8_0s, quantize_row_q8_k) byte for byte.
+struct activation_quantizers {
+    void (*q8_0s)(const float* src, block_q8_0s* dst, int64_t n);
+    void (*q8_k)(const float* src, block_q8_k* dst, int64_t n);
+};
+
 struct dot_kernels {
     dot_rows_fn q8_0;  // Q8_0 weights . Q8_0 activations
     dot_rows_fn q4_0;  // Q4_0 weights . Q8_0 activations
@@ -48,6 +58,7 @@ struct dot_kernels {
     // y[r * y_stride + j], j < 16, 8..15 the second group's rows), the same
     // results as x8 on each group; null where the path has none.
     const x8_kernels* x8_pairs;
+    const activation_quantizers* quantize;
 };
 
 bool cpu_path_supported(cpu_path p);
@@ -66,6 +77,7 @@ extern const dot_kernels avx2_kernels;     // dot_avx2.cpp
 extern const x8_kernels avx2_x8_kernels;  // gemm_avx2.cpp
 extern const x8_kernels avx512_vnni_x8_kernels;           // gemm_vnni.cpp
 extern const x8_kernels* const avx512_vnni_pair_kernels;  // gemm_vnni.cpp (null in emulated test builds)
+extern const activation_quantizers avx2_quantizers;       // quantize_avx2.cpp
 #endif
 
 }  // namespace nld

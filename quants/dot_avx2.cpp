@@ -176,6 +176,7 @@ const dot_kernels avx2_kernels = {
     all_rows<q6_k_rows<4>, q6_k_rows<3>, q6_k_rows<2>, q6_k_rows<1>>,
     &avx2_x8_kernels,
     nullptr,
+    &avx2_quantizers,
 };
 
 }  // namespace nld

@@ -246,7 +246,8 @@ def test_kernels_under_sanitizers(tmp_path: Path, vnni: str) -> None:
     san = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
     sources = [root / "tests/cpp/quants_check.cpp"] + [root / "quants" / f for f in
                                                       ("quants.cpp", "kquants.cpp", "dot.cpp", "dot_avx2.cpp",
-                                                       "gemm_avx2.cpp", "gemm_vnni.cpp", "repack.cpp")]
+                                                       "gemm_avx2.cpp", "gemm_vnni.cpp", "quantize_avx2.cpp",
+                                                       "repack.cpp")]
     exe = tmp_path / "quants_check"
     defines = ["-DNLD_VNNI_EMULATED"] if vnni == "emulated" else []
     build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-ffp-contract=off", *san, *defines, f"-I{root}",

@@ -5,9 +5,11 @@
 // AVX2 CPU: see quants/gemm_vnni.cpp).
 // Exit 0: no sanitizer report and every path equals the scalar reference
 // within 1e-4 relative where the reference is finite (the x8 kernels of
-// repack.h: bit for bit, or both NaN); 1: a mismatch (printed).
+// repack.h: bit for bit, or both NaN; the activation quantizers: byte for
+// byte); 1: a mismatch (printed).
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <initializer_list>
 #include <limits>
 #include <vector>
@@ -113,6 +115,36 @@ int check_x8(const format& f, const dot_kernels& k, const std::vector<float>& w,
     return failures;
 }
 
+// The path's activation quantizers against the reference, byte for byte, on
+// rows x (n values each).
+int check_quantizers(cpu_path p, const std::vector<float>& x, int n, int hostile) {
+    const activation_quantizers& q = *kernels_for(p).quantize;
+    const activation_quantizers& ref = *kernels_for(cpu_path::scalar).quantize;
+    int failures = 0;
+    for (size_t r = 0; r + (size_t)n <= x.size(); r += (size_t)n) {
+        std::vector<block_q8_0s> a((size_t)n / QK8_0), b((size_t)n / QK8_0);
+        q.q8_0s(&x[r], a.data(), n);
+        ref.q8_0s(&x[r], b.data(), n);
+        std::vector<block_q8_k> c((size_t)n / QK_K), d((size_t)n / QK_K);
+        q.q8_k(&x[r], c.data(), n);
+        ref.q8_k(&x[r], d.data(), n);
+        // Blocks compared field by field (the scales as bits: NaN or -0 must match too).
+        for (size_t i = 0; i < a.size(); ++i)
+            if (std::memcmp(&a[i], &b[i], sizeof(block_q8_0s)) != 0) {
+                std::printf("Q8_0s quantizer, path %d, hostile %d: row %zu block %zu differs\n", (int)p, hostile,
+                            r / (size_t)n, i);
+                ++failures;
+            }
+        for (size_t i = 0; i < c.size(); ++i)
+            if (std::memcmp(&c[i], &d[i], sizeof(block_q8_k)) != 0) {
+                std::printf("Q8_K quantizer, path %d, hostile %d: row %zu block %zu differs\n", (int)p, hostile,
+                            r / (size_t)n, i);
+                ++failures;
+            }
+    }
+    return failures;
+}
+
 }  // namespace
 
 int main() {
@@ -127,8 +159,14 @@ int main() {
         std::vector<float> w((size_t)n_out * n), x((size_t)n_rows * n);
         for (float& v : w) v = uniform() * 3.0f;
         for (float& v : x) v = uniform();
-        if (hostile)
+        if (hostile) {
             for (size_t i = 0; i < w.size(); i += 37) w[i] = specials[(i / 37) % 10];
+            // Activations: the specials, and rows whose scale is exactly 1 (largest
+            // value 127), so that halves (2.5, -0.5, 126.5) round away from zero.
+            for (size_t i = 0; i < x.size(); i += 41) x[i] = specials[(i / 41) % 10];
+            for (int i = 0; i < n; ++i) x[(size_t)n + i] = i == 0 ? 127.0f : (float)(i % 254 - 127) + 0.5f;
+        }
+        for (cpu_path p : paths) failures += check_quantizers(p, x, n, hostile);
         for (const format& f : kFormats) {
             const size_t w_row = (size_t)(n / f.block) * f.block_bytes;
             const size_t x_row = f.k_quant ? (size_t)(n / QK_K) * sizeof(block_q8_k) : (size_t)(n / QK8_0) * sizeof(block_q8_0);

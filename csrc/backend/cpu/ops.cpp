@@ -12,6 +12,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backend/cpu/attention_loops.h"
 #include "quants/quants.h"
 #include "quants/repack.h"
 
@@ -82,6 +83,19 @@ static void axpy_rows_f32(const float* p, const float* v, int64_t stride, int64_
     for (int64_t s = 0; s < rows; ++s) axpy_f32(p[s], v + s * stride, out, n);
 }
 
+// The reference attention_loops: heads one by one, a dot_f32 per score and
+// an axpy_f32 per value row.
+static void scores_f32(const float* q, int64_t q_step, int n_heads, const float* k, int64_t k_stride, int64_t rows,
+                       int64_t n, float* out, int64_t out_step) {
+    for (int j = 0; j < n_heads; ++j)
+        for (int64_t s = 0; s < rows; ++s) out[j * out_step + s] = dot_f32(q + j * q_step, k + s * k_stride, n);
+}
+
+static void weighted_sum_f32(const float* p, int64_t p_step, int n_heads, const float* v, int64_t v_stride,
+                             int64_t rows, float* out, int64_t out_step, int64_t n) {
+    for (int j = 0; j < n_heads; ++j) axpy_rows_f32(p + j * p_step, v, v_stride, rows, out + j * out_step, n);
+}
+
 #ifdef NLD_HAVE_AVX2_PATH
 __attribute__((target("avx2"))) static float dot_f32_avx2(const float* a, const float* b, int64_t n) {
     __m256 g0 = _mm256_setzero_ps(), g1 = g0, g2 = g0, g3 = g0;
@@ -108,30 +122,6 @@ __attribute__((target("avx2,f16c"))) static void f16_row_avx2(const fp16_bits* h
     for (; i < n; ++i) dst[i] = fp16_to_f32(h[i]);
 }
 
-// The same sums as axpy_rows_f32, each element adding its rows in order;
-// 64 outputs at a time stay in registers over all the rows.
-__attribute__((target("avx2"))) static void axpy_rows_f32_avx2(const float* p, const float* v, int64_t stride,
-                                                               int64_t rows, float* out, int64_t n) {
-    int64_t d = 0;
-    for (; d + 64 <= n; d += 64) {
-        __m256 acc[8];
-        for (int k = 0; k < 8; ++k) acc[k] = _mm256_loadu_ps(out + d + 8 * k);
-        for (int64_t s = 0; s < rows; ++s) {
-            const __m256 pv = _mm256_set1_ps(p[s]);
-            const float* vs = v + s * stride + d;
-            for (int k = 0; k < 8; ++k) acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(pv, _mm256_loadu_ps(vs + 8 * k)));
-        }
-        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(out + d + 8 * k, acc[k]);
-    }
-    for (; d + 8 <= n; d += 8) {
-        __m256 acc = _mm256_loadu_ps(out + d);
-        for (int64_t s = 0; s < rows; ++s)
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(p[s]), _mm256_loadu_ps(v + s * stride + d)));
-        _mm256_storeu_ps(out + d, acc);
-    }
-    for (; d < n; ++d)
-        for (int64_t s = 0; s < rows; ++s) out[d] += p[s] * v[s * stride + d];
-}
 #endif
 
 namespace {
@@ -139,15 +129,18 @@ namespace {
 // The f32 vector loops of the path in use (identical results on every path).
 struct f32_loops {
     float (*dot)(const float*, const float*, int64_t);
-    void (*axpy_rows)(const float*, const float*, int64_t, int64_t, float*, int64_t);
+    const attention_loops* attention;
 };
 
 const f32_loops& loops_for_default_path() {
 #ifdef NLD_HAVE_AVX2_PATH
-    static const f32_loops avx2 = {dot_f32_avx2, axpy_rows_f32_avx2};
+    static const f32_loops avx512 = {dot_f32_avx2, &avx512_attention_loops};
+    static const f32_loops avx2 = {dot_f32_avx2, &avx2_attention_loops};
+    if (default_cpu_path() == cpu_path::avx512_vnni) return avx512;
     if (uses_avx2(default_cpu_path())) return avx2;
 #endif
-    static const f32_loops plain = {dot_f32, axpy_rows_f32};
+    static const attention_loops reference = {scores_f32, weighted_sum_f32};
+    static const f32_loops plain = {dot_f32, &reference};
     return plain;
 }
 
@@ -180,6 +173,7 @@ bool takes_q8_k(ggml_type t) { return t == ggml_type::q4_k || t == ggml_type::q6
 // float-aligned.
 const uint8_t* quantize_activations(threadpool& pool, const weight_matrix& w, const float* x, int64_t n, bool x8,
                                     size_t* row_bytes) {
+    const activation_quantizers& quantize = *kernels_for(default_cpu_path()).quantize;
     const bool k_quant = takes_q8_k(w.type);
     const size_t bytes = k_quant ? (size_t)(w.n_in / QK_K) * sizeof(block_q8_k)
                          : x8    ? (size_t)(w.n_in / QK8_0) * sizeof(block_q8_0s)
@@ -192,9 +186,9 @@ const uint8_t* quantize_activations(threadpool& pool, const weight_matrix& w, co
             const float* row = x + t * w.n_in;
             uint8_t* out = act + t * bytes;
             if (k_quant)
-                quantize_row_q8_k(row, reinterpret_cast<block_q8_k*>(out), w.n_in);
+                quantize.q8_k(row, reinterpret_cast<block_q8_k*>(out), w.n_in);
             else if (x8)
-                quantize_row_q8_0s(row, reinterpret_cast<block_q8_0s*>(out), w.n_in);
+                quantize.q8_0s(row, reinterpret_cast<block_q8_0s*>(out), w.n_in);
             else
                 quantize_row_q8_0(row, reinterpret_cast<block_q8_0*>(out), w.n_in);
         }
@@ -362,60 +356,74 @@ void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const
     }
 }
 
-void attention(threadpool& pool, const float* q, const float* cache_k, const float* cache_v, int64_t n_cached,
-               const float* new_k, const float* new_v, const attention_rows& rows, float* out, int64_t n,
+void attention(threadpool& pool, const float* q, const float* cache_k, const float* cache_v,
+               int64_t cache_head_stride, int64_t n_cached, const float* new_k, const float* new_v,
+               const attention_rows& rows, float* out, int64_t n,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale) {
     const f32_loops& loops = loops_for_default_path();
     const int64_t group = n_head / n_head_kv;
     const int64_t q_stride = n_head * head_dim, kv_stride = n_head_kv * head_dim;
-    // Rows see more keys the later they come (causal), so each thread takes
-    // every parts-th (row, head) job rather than a contiguous run: equal
-    // shares of the work.
-    const int64_t jobs = n * n_head, parts = std::min<int64_t>(pool.size(), jobs);
+    // A job is one row and one KV head with the group of query heads that
+    // read it, so each key and value row is loaded once for all of them;
+    // jobs in the order KV head, row, so the keys and values of one KV head
+    // (a few hundred KB) stay in each thread's L2 while the rows pass. Rows
+    // see more keys the later they come (causal), so each thread takes every
+    // parts-th job rather than a contiguous run: equal shares of the work,
+    // all threads on the same KV head at a time.
+    const int64_t jobs = n * n_head_kv, parts = std::min<int64_t>(pool.size(), jobs);
     pool.parallel_for(parts, [&](int64_t part_begin, int64_t part_end) {
-        std::vector<float> scores;
+        std::vector<float> scores;  // (group, n_keys)
         for (int64_t part = part_begin; part < part_end; ++part) {
             for (int64_t job = part; job < jobs; job += parts) {
-                const int64_t t = job / n_head, h = job % n_head, kvh = h / group;
-                const float* qv = q + t * q_stride + h * head_dim;
+                const int64_t kvh = job / n, t = job % n;
+                const float* qv = q + t * q_stride + kvh * group * head_dim;  // the group's heads, in a row
+                float* o = out + t * q_stride + kvh * group * head_dim;
                 // The visible keys, in order: the cache, the new prefix, the row's group.
                 const int64_t spans[3][2] = {
                     {0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
-                const float* keys[3] = {cache_k, new_k, new_k};
-                const float* vals[3] = {cache_v, new_v, new_v};
-                scores.clear();
-                float max_score = -INFINITY;
-                for (int k = 0; k < 3; ++k)
-                    for (int64_t s = spans[k][0]; s < spans[k][1]; ++s) {
-                        const float sc = loops.dot(qv, keys[k] + s * kv_stride + kvh * head_dim, head_dim) * scale;
-                        scores.push_back(sc);
-                        max_score = std::max(max_score, sc);
+                // Each span's first visible key and value of this kv head, and its row stride.
+                const float* keys[3] = {cache_k + kvh * cache_head_stride, new_k + kvh * head_dim,
+                                        new_k + kvh * head_dim};
+                const float* vals[3] = {cache_v + kvh * cache_head_stride, new_v + kvh * head_dim,
+                                        new_v + kvh * head_dim};
+                const int64_t strides[3] = {head_dim, kv_stride, kv_stride};
+                int64_t count[3], n_keys = 0;
+                for (int k = 0; k < 3; ++k) n_keys += count[k] = std::max<int64_t>(spans[k][1] - spans[k][0], 0);
+                scores.resize((size_t)(group * n_keys));
+                for (int64_t k = 0, at = 0; k < 3; at += count[k++])
+                    loops.attention->scores(qv, head_dim, (int)group, keys[k] + spans[k][0] * strides[k], strides[k],
+                                            count[k], head_dim, scores.data() + at, n_keys);
+                for (int64_t j = 0; j < group; ++j) {  // softmax of head j's scores
+                    float* sj = scores.data() + j * n_keys;
+                    float max_score = -INFINITY;
+                    for (int64_t s = 0; s < n_keys; ++s) {
+                        sj[s] *= scale;
+                        max_score = std::max(max_score, sj[s]);
                     }
-                float sum = 0.0f;
-                for (float& sc : scores) {
-                    sc = std::exp(sc - max_score);
-                    sum += sc;
+                    float sum = 0.0f;
+                    for (int64_t s = 0; s < n_keys; ++s) {
+                        sj[s] = std::exp(sj[s] - max_score);
+                        sum += sj[s];
+                    }
+                    for (int64_t s = 0; s < n_keys; ++s) sj[s] /= sum;
                 }
-                for (float& sc : scores) sc /= sum;
-                float* o = out + t * q_stride + h * head_dim;
-                std::fill(o, o + head_dim, 0.0f);
-                const float* weight = scores.data();
-                for (int k = 0; k < 3; ++k) {
-                    const int64_t count = std::max<int64_t>(spans[k][1] - spans[k][0], 0);
-                    loops.axpy_rows(weight, vals[k] + spans[k][0] * kv_stride + kvh * head_dim, kv_stride, count, o,
-                                    head_dim);
-                    weight += count;
-                }
+                std::fill(o, o + group * head_dim, 0.0f);
+                for (int64_t k = 0, at = 0; k < 3; at += count[k++])
+                    loops.attention->weighted_sum(scores.data() + at, n_keys, (int)group,
+                                                  vals[k] + spans[k][0] * strides[k], strides[k], count[k], o,
+                                                  head_dim, head_dim);
             }
         }
     });
 }
 
-void swiglu(float* gate, const float* up, int64_t count) {
-    for (int64_t i = 0; i < count; ++i) {
-        const float g = gate[i];
-        gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
+void swiglu(threadpool& pool, float* gate, const float* up, int64_t count) {
+    pool.parallel_for(count, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+            const float g = gate[i];
+            gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+        }
+    });
 }
 
 }  // namespace nld

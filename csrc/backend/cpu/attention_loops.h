@@ -1,0 +1,32 @@
+// attention_loops.h: the f32 loops of attention for the query heads that
+// share one KV head (GQA), each key and value row loaded once for all of
+// them. Every result has the bits of ops.cpp's reference loops (dot_f32 per
+// score, axpy_f32 per value row, in order); only the register blocking
+// differs, so a path's choice of kernels never changes an output.
+#pragma once
+
+#include <cstdint>
+
+#include "quants/dot.h"  // NLD_HAVE_AVX2_PATH
+
+namespace nld {
+
+struct attention_loops {
+    // out[j * out_step + s] = dot_f32(q + j * q_step, k + s * k_stride, n)
+    // for heads j < n_heads and rows s < rows.
+    void (*scores)(const float* q, int64_t q_step, int n_heads, const float* k, int64_t k_stride, int64_t rows,
+                   int64_t n, float* out, int64_t out_step);
+    // out + j * out_step += sum over s < rows, in order, of
+    // p[j * p_step + s] * (v + s * v_stride), n values, for heads j < n_heads.
+    void (*weighted_sum)(const float* p, int64_t p_step, int n_heads, const float* v, int64_t v_stride, int64_t rows,
+                         float* out, int64_t out_step, int64_t n);
+};
+
+#ifdef NLD_HAVE_AVX2_PATH
+// Heads taken two at a time on AVX2's 16 registers, four at a time with
+// AVX-512VL's 32 (still 256-bit operations).
+extern const attention_loops avx2_attention_loops;
+extern const attention_loops avx512_attention_loops;
+#endif
+
+}  // namespace nld
