@@ -230,13 +230,24 @@ NLD_VNNI512 inline __m512 half16(const fp16_bits* a, const fp16_bits* b) {
     return _mm512_cvtph_ps(h);
 }
 
-NLD_VNNI512 inline __m512 join(__m256 lo, __m256 hi) {
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
-}
-
 // add_block (x8_avx2.h) on 16 lanes.
 NLD_VNNI512 inline __m512 add_block16(__m512 sum, __m512 dw, float dx, __m512i isum) {
     return _mm512_add_ps(sum, _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(isum)));
+}
+
+// The pair kernels read two groups at once, each as a stream: each asks
+// for the lines kPrefetchBytes ahead in its own group and, past that
+// group's end, in the group two ahead (g + 2 for g, g + 3 for g + 1: the
+// next pair, read at the same time), so both streams of the next call are
+// already on their way.
+template <typename B>
+NLD_VNNI512 inline void prefetch_pair(const B* w0, int64_t b, int64_t n_blocks) {
+    const size_t group = (size_t)n_blocks * sizeof(B), at = (size_t)b * sizeof(B) + kPrefetchBytes;
+    const char* p = reinterpret_cast<const char*>(w0) + at + (at >= group ? group : 0);
+    for (size_t off = 0; off < sizeof(B); off += 64) {
+        _mm_prefetch(p + off, _MM_HINT_T1);
+        _mm_prefetch(p + group + off, _MM_HINT_T1);
+    }
 }
 
 template <int R>
@@ -247,10 +258,7 @@ NLD_VNNI512 void q8_0_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK8_0; ++b) {
-        if (kPrefetchBytes > 0) {
-            prefetch_ahead(w0 + b);
-            prefetch_ahead(w1 + b);
-        }
+        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i u[8];
         for (int p = 0; p < 8; ++p) u[p] = _mm512_xor_si512(load_pair(w0[b].qs + 32 * p, w1[b].qs + 32 * p), top_bit);
         const __m512 dw = half16(w0[b].d, w1[b].d);
@@ -276,10 +284,7 @@ NLD_VNNI512 void q4_0_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK4_0; ++b) {
-        if (kPrefetchBytes > 0) {
-            prefetch_ahead(w0 + b);
-            prefetch_ahead(w1 + b);
-        }
+        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i q[8];
         for (int c = 0; c < 4; ++c) {
             const __m512i raw = load_pair(w0[b].qs + 32 * c, w1[b].qs + 32 * c);
@@ -301,6 +306,41 @@ NLD_VNNI512 void q4_0_pair(int64_t n, const void* wv, const void* x, size_t stri
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
 }
 
+// The weight side of two groups' Q4_K super-block terms, for all rows: the
+// scales d and dmin, and the mins as i16 pairs (mins_pairs[p], lane j: the
+// mins of sub-blocks 2p and 2p+1 of row j).
+struct q4_k_sides16 {
+    __m512 d, dmin;
+    __m512i mins_pairs[4];
+};
+
+NLD_VNNI512 inline q4_k_sides16 q4_k_sides(const block_q4_kx8& w0, const block_q4_kx8& w1) {
+    q4_k_sides16 s;
+    s.d = half16(w0.d, w1.d);
+    s.dmin = half16(w0.dmin, w1.dmin);
+    for (int p = 0; p < 4; ++p)
+        s.mins_pairs[p] = _mm512_cvtepu8_epi16(_mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w0.mins + 16 * p))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w1.mins + 16 * p)), 1));
+    return s;
+}
+
+// q4_k_term (x8_avx2.h) on 16 lanes, the mins summed by vpdpwssd against
+// the row's sub-block sums (pairs of bsums) broadcast to every lane.
+NLD_VNNI512 inline __m512 q4_k_term16(const q4_k_sides16& s, const block_q8_k& xb, __m512i isum) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8));
+    const __m512i ps = _mm512_broadcast_i32x4(_mm_hadd_epi16(a, b));  // element p: sub-blocks 2p, 2p+1
+    __m512i msum = _mm512_setzero_si512();
+    msum = _mm512_dpwssd_epi32(msum, s.mins_pairs[0], _mm512_shuffle_epi32(ps, _MM_PERM_AAAA));
+    msum = _mm512_dpwssd_epi32(msum, s.mins_pairs[1], _mm512_shuffle_epi32(ps, _MM_PERM_BBBB));
+    msum = _mm512_dpwssd_epi32(msum, s.mins_pairs[2], _mm512_shuffle_epi32(ps, _MM_PERM_CCCC));
+    msum = _mm512_dpwssd_epi32(msum, s.mins_pairs[3], _mm512_shuffle_epi32(ps, _MM_PERM_DDDD));
+    const __m512 xd = _mm512_set1_ps(xb.d);
+    return _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(s.d, xd), _mm512_cvtepi32_ps(isum)),
+                         _mm512_mul_ps(_mm512_mul_ps(s.dmin, xd), _mm512_cvtepi32_ps(msum)));
+}
+
 template <int R>
 NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q4_kx8* w0 = static_cast<const block_q4_kx8*>(wv);
@@ -309,10 +349,7 @@ NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; ++b) {
-        if (kPrefetchBytes > 0) {
-            prefetch_ahead(w0 + b);
-            prefetch_ahead(w1 + b);
-        }
+        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
         for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
         for (int s = 0; s < 8; ++s) {
@@ -334,11 +371,9 @@ NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stri
                 isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc));
             }
         }
-        for (int r = 0; r < R; ++r) {
-            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
-            sum[r] = _mm512_add_ps(sum[r], join(q4_k_term(w0[b], xb, _mm512_castsi512_si256(isum[r])),
-                                                q4_k_term(w1[b], xb, _mm512_extracti64x4_epi64(isum[r], 1))));
-        }
+        const q4_k_sides16 sides = q4_k_sides(w0[b], w1[b]);
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm512_add_ps(sum[r], q4_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
 }
@@ -352,6 +387,48 @@ NLD_VNNI512 inline __m512i q6_value16(__m512i low_bits, __m512i qh, int k) {
     return _mm512_or_si512(low_bits, _mm512_and_si512(placed, _mm512_set1_epi8(0x30)));
 }
 
+// acc + the i16 pair products of u with the i32 at p broadcast ({1to16}).
+NLD_VNNI512 inline __m512i dot2_at16(__m512i acc, __m512i u, const int16_t* p) {
+    using bytes4 = int32_t __attribute__((may_alias, aligned(1)));
+    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const bytes4*>(p)));
+    return acc;
+}
+
+// The weight side of two groups' Q6_K super-block terms, for all rows: the
+// scale d and the group scales as i16 pairs (scale_pairs[p], lane j: the
+// scales of groups 2p and 2p+1 of row j).
+struct q6_k_sides16 {
+    __m512 d;
+    __m512i scale_pairs[8];
+};
+
+NLD_VNNI512 inline q6_k_sides16 q6_k_sides(const block_q6_kx8& w0, const block_q6_kx8& w1) {
+    q6_k_sides16 s;
+    s.d = half16(w0.d, w1.d);
+    for (int p = 0; p < 8; ++p) {
+        // Groups 2p and 2p + 1 of each row, byte by byte: 8 i16 pairs per group of weight rows.
+        const int8_t* a = w0.scales + 16 * p;
+        const int8_t* c = w1.scales + 16 * p;
+        const __m128i pairs0 = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a)),
+                                                 _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + 8)));
+        const __m128i pairs1 = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c)),
+                                                 _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8)));
+        s.scale_pairs[p] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(pairs0), pairs1, 1));
+    }
+    return s;
+}
+
+// q6_k_term (x8_avx2.h) on 16 lanes, the offset summed by vpdpwssd against
+// the row's pairs of bsums broadcast from memory.
+NLD_VNNI512 inline __m512 q6_k_term16(const q6_k_sides16& s, const block_q8_k& xb, __m512i isum) {
+    __m512i offset = _mm512_setzero_si512();
+    for (int p = 0; p < 8; ++p) offset = dot2_at16(offset, s.scale_pairs[p], xb.bsums + 2 * p);
+    const __m512i total = _mm512_sub_epi32(isum, _mm512_slli_epi32(offset, 5));
+    return _mm512_mul_ps(_mm512_mul_ps(s.d, _mm512_set1_ps(xb.d)), _mm512_cvtepi32_ps(total));
+}
+
+// Per half h and piece set g, the qh pieces are loaded once and each ql
+// chunk once for its two nibbles (k and k + 2).
 template <int R>
 NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q6_kx8* w0 = static_cast<const block_q6_kx8*>(wv);
@@ -360,39 +437,42 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; ++b) {
-        if (kPrefetchBytes > 0) {
-            prefetch_ahead(w0 + b);
-            prefetch_ahead(w1 + b);
-        }
+        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
         for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
         for (int h = 0; h < 2; ++h) {
             for (int g = 0; g < 2; ++g) {
-                for (int k = 0; k < 4; ++k) {
-                    __m512i q[4];
+                __m512i qh[4];
+                for (int i = 0; i < 4; ++i) {
+                    const int qh_at = 256 * h + 32 * (4 * g + i);
+                    qh[i] = load_pair(w0[b].qh + qh_at, w1[b].qh + qh_at);
+                }
+                for (int k2 = 0; k2 < 2; ++k2) {  // ql chunk k2: k = k2 (low nibbles), k2 + 2 (high)
+                    __m512i q[2][4];
                     for (int i = 0; i < 4; ++i) {
-                        const int t = 4 * g + i;
-                        const int ql_at = 512 * h + 256 * (k % 2) + 32 * t, qh_at = 256 * h + 32 * t;
+                        const int ql_at = 512 * h + 256 * k2 + 32 * (4 * g + i);
                         const __m512i ql = load_pair(w0[b].ql + ql_at, w1[b].ql + ql_at);
-                        const __m512i qh = load_pair(w0[b].qh + qh_at, w1[b].qh + qh_at);
-                        q[i] = q6_value16(_mm512_and_si512(k < 2 ? ql : _mm512_srli_epi16(ql, 4), low4), qh, k);
+                        q[0][i] = q6_value16(_mm512_and_si512(ql, low4), qh[i], k2);
+                        q[1][i] = q6_value16(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), qh[i], k2 + 2);
                     }
-                    const int sc_at = 8 * (8 * h + 2 * k + g);
-                    const __m512i sc = _mm512_cvtepi8_epi32(bytes_pair(w0[b].scales + sc_at, w1[b].scales + sc_at));
-                    for (int r = 0; r < R; ++r) {
-                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
-                        const __m512i a0 = dot4_at16(dot4_at16(_mm512_setzero_si512(), q[0], xq), q[1], xq + 4);
-                        const __m512i a1 = dot4_at16(dot4_at16(_mm512_setzero_si512(), q[2], xq + 8), q[3], xq + 12);
-                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc));
+                    for (int e = 0; e < 2; ++e) {
+                        const int k = k2 + 2 * e;
+                        const int sc_at = 8 * (8 * h + 2 * k + g);
+                        const __m512i sc = _mm512_cvtepi8_epi32(bytes_pair(w0[b].scales + sc_at, w1[b].scales + sc_at));
+                        for (int r = 0; r < R; ++r) {
+                            const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
+                            const __m512i zero = _mm512_setzero_si512();
+                            const __m512i a0 = dot4_at16(dot4_at16(zero, q[e][0], xq), q[e][1], xq + 4);
+                            const __m512i a1 = dot4_at16(dot4_at16(zero, q[e][2], xq + 8), q[e][3], xq + 12);
+                            isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc));
+                        }
                     }
                 }
             }
         }
-        for (int r = 0; r < R; ++r) {
-            const block_q8_k& xb = act_row<block_q8_k>(x, stride, r)[b];
-            sum[r] = _mm512_add_ps(sum[r], join(q6_k_term(w0[b], xb, _mm512_castsi512_si256(isum[r])),
-                                                q6_k_term(w1[b], xb, _mm512_extracti64x4_epi64(isum[r], 1))));
-        }
+        const q6_k_sides16 sides = q6_k_sides(w0[b], w1[b]);
+        for (int r = 0; r < R; ++r)
+            sum[r] = _mm512_add_ps(sum[r], q6_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
 }
