@@ -5,7 +5,7 @@
 // cases the arithmetic. Built and run by bench/bench_kernels.py:
 //   c++ -O3 -std=c++17 -ffp-contract=off -pthread -I. -Icsrc
 //       bench/kernel_throughput.cpp quants/*.cpp -o kernel_throughput
-//   kernel_throughput TYPE THREADS ROWS [REPEATS]
+//   kernel_throughput TYPE THREADS ROWS [REPEATS [N_OUT]]
 // TYPE is the ggml type id (8 Q8_0, 2 Q4_0, 12 Q4_K, 14 Q6_K). Prints one JSON
 // line: the best of REPEATS calls (ms), weight bytes / time (GB/s) and
 // multiply-adds / time (GMAC/s). Threads split the groups of 8 rows as the
@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "kernel_throughput: bad arguments or no AVX2 on this CPU\n");
         return 2;
     }
-    const int64_t n_in = 3072, n_out = 9216 * 24;
+    const int64_t n_in = 3072, n_out = argc > 5 ? std::atoll(argv[5]) : 9216 * 24;
     const bool k_quant = type == 12 || type == 14;
     const int block = k_quant ? QK_K : QK8_0;
     const size_t row_bytes = (size_t)(n_in / block) * (type == 8 ? 34 : type == 2 ? 18 : type == 12 ? 144 : 210);

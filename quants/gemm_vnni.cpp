@@ -264,13 +264,9 @@ NLD_VNNI512 void q8_0_pair(int64_t n, const void* wv, const void* x, size_t stri
         const __m512 dw = half16(w0[b].d, w1[b].d);
         for (int r = 0; r < R; ++r) {
             const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
-            __m512i a0 = dot4_at16(_mm512_slli_epi32(_mm512_set1_epi32(xb.offset8), 4), u[0], xb.qs);
-            __m512i a1 = dot4_at16(_mm512_setzero_si512(), u[1], xb.qs + 4);
-            for (int p = 2; p < 8; p += 2) {
-                a0 = dot4_at16(a0, u[p], xb.qs + 4 * p);
-                a1 = dot4_at16(a1, u[p + 1], xb.qs + 4 * p + 4);
-            }
-            sum[r] = add_block16(sum[r], dw, xb.d, _mm512_add_epi32(a0, a1));
+            __m512i a = _mm512_slli_epi32(_mm512_set1_epi32(xb.offset8), 4);
+            for (int p = 0; p < 8; ++p) a = dot4_at16(a, u[p], xb.qs + 4 * p);
+            sum[r] = add_block16(sum[r], dw, xb.d, a);
         }
     }
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
@@ -294,13 +290,9 @@ NLD_VNNI512 void q4_0_pair(int64_t n, const void* wv, const void* x, size_t stri
         const __m512 dw = half16(w0[b].d, w1[b].d);
         for (int r = 0; r < R; ++r) {
             const block_q8_0s& xb = act_row<block_q8_0s>(x, stride, r)[b];
-            __m512i a0 = dot4_at16(_mm512_set1_epi32(xb.offset8), q[0], xb.qs);
-            __m512i a1 = dot4_at16(_mm512_setzero_si512(), q[4], xb.qs + 16);
-            for (int c = 1; c < 4; ++c) {
-                a0 = dot4_at16(a0, q[c], xb.qs + 4 * c);
-                a1 = dot4_at16(a1, q[4 + c], xb.qs + 16 + 4 * c);
-            }
-            sum[r] = add_block16(sum[r], dw, xb.d, _mm512_add_epi32(a0, a1));
+            __m512i a = _mm512_set1_epi32(xb.offset8);
+            for (int c = 0; c < 8; ++c) a = dot4_at16(a, q[c], xb.qs + 4 * c);  // q[c]: elements 4c..4c+3
+            sum[r] = add_block16(sum[r], dw, xb.d, a);
         }
     }
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
@@ -362,13 +354,9 @@ NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stri
             const __m512i sc = _mm512_cvtepu8_epi32(bytes_pair(w0[b].scales + 8 * s, w1[b].scales + 8 * s));
             for (int r = 0; r < R; ++r) {
                 const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 32 * s;
-                __m512i a0 = dot4_at16(_mm512_setzero_si512(), q[0], xq);
-                __m512i a1 = dot4_at16(_mm512_setzero_si512(), q[1], xq + 4);
-                for (int t = 2; t < 8; t += 2) {
-                    a0 = dot4_at16(a0, q[t], xq + 4 * t);
-                    a1 = dot4_at16(a1, q[t + 1], xq + 4 * t + 4);
-                }
-                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc));
+                __m512i a = dot4_at16(_mm512_setzero_si512(), q[0], xq);
+                for (int t = 1; t < 8; ++t) a = dot4_at16(a, q[t], xq + 4 * t);
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(a, sc));
             }
         }
         const q4_k_sides16 sides = q4_k_sides(w0[b], w1[b]);
@@ -427,8 +415,10 @@ NLD_VNNI512 inline __m512 q6_k_term16(const q6_k_sides16& s, const block_q8_k& x
     return _mm512_mul_ps(_mm512_mul_ps(s.d, _mm512_set1_ps(xb.d)), _mm512_cvtepi32_ps(total));
 }
 
-// Per half h and piece set g, the qh pieces are loaded once and each ql
-// chunk once for its two nibbles (k and k + 2).
+// Each 16-element group's four pieces are unpacked right before its rows
+// (loaded again from L1 for each k): fewer live registers than unpacking
+// a (h, g) set once for all k, which spills the row sums (Zen 4 VM, in
+// cache: 131 against 123 GMAC/s on one thread).
 template <int R>
 NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q6_kx8* w0 = static_cast<const block_q6_kx8*>(wv);
@@ -440,36 +430,26 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
         if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
         for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
-        for (int h = 0; h < 2; ++h) {
-            for (int g = 0; g < 2; ++g) {
-                __m512i qh[4];
-                for (int i = 0; i < 4; ++i) {
-                    const int qh_at = 256 * h + 32 * (4 * g + i);
-                    qh[i] = load_pair(w0[b].qh + qh_at, w1[b].qh + qh_at);
-                }
-                for (int k2 = 0; k2 < 2; ++k2) {  // ql chunk k2: k = k2 (low nibbles), k2 + 2 (high)
-                    __m512i q[2][4];
+        for (int h = 0; h < 2; ++h)
+            for (int g = 0; g < 2; ++g)
+                for (int k = 0; k < 4; ++k) {
+                    __m512i q[4];
                     for (int i = 0; i < 4; ++i) {
-                        const int ql_at = 512 * h + 256 * k2 + 32 * (4 * g + i);
+                        const int t = 4 * g + i;
+                        const int ql_at = 512 * h + 256 * (k % 2) + 32 * t, qh_at = 256 * h + 32 * t;
                         const __m512i ql = load_pair(w0[b].ql + ql_at, w1[b].ql + ql_at);
-                        q[0][i] = q6_value16(_mm512_and_si512(ql, low4), qh[i], k2);
-                        q[1][i] = q6_value16(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), qh[i], k2 + 2);
+                        const __m512i qh = load_pair(w0[b].qh + qh_at, w1[b].qh + qh_at);
+                        q[i] = q6_value16(_mm512_and_si512(k < 2 ? ql : _mm512_srli_epi16(ql, 4), low4), qh, k);
                     }
-                    for (int e = 0; e < 2; ++e) {
-                        const int k = k2 + 2 * e;
-                        const int sc_at = 8 * (8 * h + 2 * k + g);
-                        const __m512i sc = _mm512_cvtepi8_epi32(bytes_pair(w0[b].scales + sc_at, w1[b].scales + sc_at));
-                        for (int r = 0; r < R; ++r) {
-                            const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
-                            const __m512i zero = _mm512_setzero_si512();
-                            const __m512i a0 = dot4_at16(dot4_at16(zero, q[e][0], xq), q[e][1], xq + 4);
-                            const __m512i a1 = dot4_at16(dot4_at16(zero, q[e][2], xq + 8), q[e][3], xq + 12);
-                            isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(_mm512_add_epi32(a0, a1), sc));
-                        }
+                    const int sc_at = 8 * (8 * h + 2 * k + g);
+                    const __m512i sc = _mm512_cvtepi8_epi32(bytes_pair(w0[b].scales + sc_at, w1[b].scales + sc_at));
+                    for (int r = 0; r < R; ++r) {
+                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
+                        __m512i a = dot4_at16(_mm512_setzero_si512(), q[0], xq);
+                        for (int i = 1; i < 4; ++i) a = dot4_at16(a, q[i], xq + 4 * i);
+                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(a, sc));
                     }
                 }
-            }
-        }
         const q6_k_sides16 sides = q6_k_sides(w0[b], w1[b]);
         for (int r = 0; r < R; ++r)
             sum[r] = _mm512_add_ps(sum[r], q6_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
@@ -494,14 +474,18 @@ const x8_kernels* const avx512_vnni_pair_kernels = nullptr;
 #else
 namespace {
 
-// A pair-table entry: passes of 8 rows through P8 over both groups (for
-// fewer rows the 512-bit kernels lose to the 256-bit ones), the remaining
-// rows through the one-group kernel S, group by group.
-template <typename B, int QK, rows_pass_fn<8> P8, gemm_x8_fn S>
+// A pair-table entry: passes of 8 rows through P8 over both groups, then
+// (where P4 is given) passes of 4 through P4, the remaining rows through the
+// one-group kernel S, group by group. For 4 rows the 256-bit kernels beat
+// the 512-bit ones except with Q4_0 (Zen 4 VM, 2 threads: Q4_0 0.87x the
+// time, Q4_K 1.15x, Q6_K 1.55x, Q8_0 even), so only Q4_0 has a P4.
+template <typename B, int QK, rows_pass_fn<8> P8, rows_pass_fn<4> P4, gemm_x8_fn S>
 void pair_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y, int64_t y_stride) {
     const uint8_t* xb = static_cast<const uint8_t*>(x);
     int64_t r = 0;
     for (; r + 8 <= n_rows; r += 8) P8(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
+    if constexpr (P4 != nullptr)
+        for (; r + 4 <= n_rows; r += 4) P4(n, w, xb + (size_t)r * x_stride, x_stride, y + r * y_stride, y_stride);
     if (r == n_rows) return;
     S(n, w, xb + (size_t)r * x_stride, x_stride, n_rows - r, y + r * y_stride, y_stride);
     S(n, static_cast<const B*>(w) + n / QK, xb + (size_t)r * x_stride, x_stride, n_rows - r,
@@ -509,10 +493,10 @@ void pair_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t
 }
 
 const x8_kernels pair_table = {
-    pair_rows<block_q8_0x8, QK8_0, q8_0_pair<8>, one_group_q8_0>,
-    pair_rows<block_q4_0x8, QK4_0, q4_0_pair<8>, one_group_q4_0>,
-    pair_rows<block_q4_kx8, QK_K, q4_k_pair<8>, one_group_q4_k>,
-    pair_rows<block_q6_kx8, QK_K, q6_k_pair<8>, one_group_q6_k>,
+    pair_rows<block_q8_0x8, QK8_0, q8_0_pair<8>, nullptr, one_group_q8_0>,
+    pair_rows<block_q4_0x8, QK4_0, q4_0_pair<8>, q4_0_pair<4>, one_group_q4_0>,
+    pair_rows<block_q4_kx8, QK_K, q4_k_pair<8>, nullptr, one_group_q4_k>,
+    pair_rows<block_q6_kx8, QK_K, q6_k_pair<8>, nullptr, one_group_q6_k>,
 };
 
 }  // namespace
