@@ -26,6 +26,16 @@
 #define PROBE_TARGET __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni"), noinline))
 #define PROBE_INLINE __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni"), always_inline)) inline
 #define KEEP(x) __asm__ volatile("" : "+v"(x))  // the value is used: no folding, no hoisting
+// One step of each of the eight chains a0..a7.
+#define PROBE_EIGHT(STEP) \
+    STEP(a0);             \
+    STEP(a1);             \
+    STEP(a2);             \
+    STEP(a3);             \
+    STEP(a4);             \
+    STEP(a5);             \
+    STEP(a6);             \
+    STEP(a7)
 
 namespace {
 
@@ -67,14 +77,7 @@ PROBE_TARGET double run(long iters) {
     KEEP(a)
     const auto t0 = std::chrono::steady_clock::now();
     for (long it = 0; it < iters; ++it) {
-        PROBE_DOT(a0);
-        PROBE_DOT(a1);
-        PROBE_DOT(a2);
-        PROBE_DOT(a3);
-        PROBE_DOT(a4);
-        PROBE_DOT(a5);
-        PROBE_DOT(a6);
-        PROBE_DOT(a7);
+        PROBE_EIGHT(PROBE_DOT);
         if constexpr (count >= 4) {
             apply<E>(m0, f0, u, v, g);
             apply<E>(m1, f1, u, v, g);
@@ -115,14 +118,7 @@ PROBE_TARGET double run_ymm(long iters) {
     KEEP(a)
     const auto t0 = std::chrono::steady_clock::now();
     for (long it = 0; it < iters; ++it) {
-        PROBE_DOT(a0);
-        PROBE_DOT(a1);
-        PROBE_DOT(a2);
-        PROBE_DOT(a3);
-        PROBE_DOT(a4);
-        PROBE_DOT(a5);
-        PROBE_DOT(a6);
-        PROBE_DOT(a7);
+        PROBE_EIGHT(PROBE_DOT);
     }
 #undef PROBE_DOT
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

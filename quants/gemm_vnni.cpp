@@ -6,8 +6,8 @@
 // i16 pair sums, no saturation limits and no madd steps. The unsigned side
 // is the weight: Q4_0 stored as q in 0..15, Q4_K 0..15, Q6_K 0..63, and Q8_0
 // w taken as w + 128. The f32 terms are x8_avx2.h's, so both paths give the
-// same bits. Passes of 4 rows here; passes of 8 take the 512-bit pair
-// kernels below.
+// same bits. Passes of 4 rows here; passes of 8 (and Q4_0's passes of 4)
+// take the 512-bit pair kernels below.
 //
 // NLD_VNNI_EMULATED (tests only: tests/cpp/quants_check.cpp) builds these
 // kernels for plain AVX2 with each vpdpbusd replaced by an exact AVX2
@@ -200,10 +200,13 @@ NLD_VNNI void q6_k_vnni(int64_t n, const void* wv, const void* x, size_t stride,
 
 #ifndef NLD_VNNI_EMULATED
 // Pairs of adjacent groups (16 weight rows: group g in lanes 0-7, g + 1 in
-// lanes 8-15) on 512-bit registers: one vpdpbusd takes 64 products, half
-// the instructions per product of the 256-bit kernels above, whose issue
-// rate, not the multipliers, bounds them. Lane by lane the same operations,
-// so the same bits. (Test builds with NLD_VNNI_EMULATED have no pair table.)
+// lanes 8-15) on 512-bit registers: one vpdpbusd takes 64 products. On
+// Zen 4 it issues half as often as a 256-bit one, so the products per cycle
+// are the same; what the pairs save is half the other instructions per
+// product (unpacking, scales, f32 terms), of which the multiplies (vmulps,
+// vpmulld, vpdpwssd) take vpdpbusd's own slots (bench/pipe_probe.cpp). Lane
+// by lane the same operations, so the same bits. (Test builds with
+// NLD_VNNI_EMULATED have no pair table.)
 #define NLD_VNNI512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 NLD_VNNI512 inline __m512i dot4_at16(__m512i acc, __m512i u, const int8_t* p) {
