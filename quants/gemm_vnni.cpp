@@ -242,15 +242,15 @@ NLD_VNNI512 inline __m512 add_block16(__m512 sum, __m512 dw, float dx, __m512i i
 // for the lines kPrefetchBytes ahead in its own group and, past that
 // group's end, in the group two ahead (g + 2 for g, g + 3 for g + 1: the
 // next pair, read at the same time), so both streams of the next call are
-// already on their way.
+// already on their way. One stream's lines are asked for before the
+// other's, not alternately (Zen 4 VM, 8 rows, 2 threads, five alternating
+// runs: Q6_K 34.7 -> 30.9 ms, Q4_0 19.8 -> 19.1, Q8_0 and Q4_K even).
 template <typename B>
 NLD_VNNI512 inline void prefetch_pair(const B* w0, int64_t b, int64_t n_blocks) {
     const size_t group = (size_t)n_blocks * sizeof(B), at = (size_t)b * sizeof(B) + kPrefetchBytes;
     const char* p = reinterpret_cast<const char*>(w0) + at + (at >= group ? group : 0);
-    for (size_t off = 0; off < sizeof(B); off += 64) {
-        _mm_prefetch(p + off, _MM_HINT_T1);
-        _mm_prefetch(p + group + off, _MM_HINT_T1);
-    }
+    for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
+    for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + group + off, _MM_HINT_T1);
 }
 
 template <int R>
