@@ -239,15 +239,24 @@ NLD_VNNI512 inline __m512 add_block16(__m512 sum, __m512 dw, float dx, __m512i i
 }
 
 // The pair kernels read two groups at once, each as a stream: each asks
-// for the lines kPrefetchBytes ahead in its own group and, past that
+// for the lines kPairPrefetchBytes ahead in its own group and, past that
 // group's end, in the group two ahead (g + 2 for g, g + 3 for g + 1: the
 // next pair, read at the same time), so both streams of the next call are
 // already on their way. One stream's lines are asked for before the
 // other's, not alternately (Zen 4 VM, 8 rows, 2 threads, five alternating
 // runs: Q6_K 34.7 -> 30.9 ms, Q4_0 19.8 -> 19.1, Q8_0 and Q4_K even).
+// Two streams ask for twice the lines per step, so their lead is twice a
+// single stream's (8 rows, 2 threads, against 8 KB, two alternating runs:
+// Q4_K 23.1 -> 20.5 ms, Q6_K 31.0 -> 29.0, Q4_0 19.8 -> 18.8; Q8_0 22.1
+// -> 23.2, within its run-to-run spread).
+#ifndef NLD_PAIR_PREFETCH_BYTES
+#define NLD_PAIR_PREFETCH_BYTES 16384
+#endif
+constexpr int kPairPrefetchBytes = NLD_PAIR_PREFETCH_BYTES;
+
 template <typename B>
 NLD_VNNI512 inline void prefetch_pair(const B* w0, int64_t b, int64_t n_blocks) {
-    const size_t group = (size_t)n_blocks * sizeof(B), at = (size_t)b * sizeof(B) + kPrefetchBytes;
+    const size_t group = (size_t)n_blocks * sizeof(B), at = (size_t)b * sizeof(B) + kPairPrefetchBytes;
     const char* p = reinterpret_cast<const char*>(w0) + at + (at >= group ? group : 0);
     for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
     for (size_t off = 0; off < sizeof(B); off += 64) _mm_prefetch(p + group + off, _MM_HINT_T1);
@@ -261,7 +270,7 @@ NLD_VNNI512 void q8_0_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK8_0; ++b) {
-        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
+        if (kPairPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i u[8];
         for (int p = 0; p < 8; ++p) u[p] = _mm512_xor_si512(load_pair(w0[b].qs + 32 * p, w1[b].qs + 32 * p), top_bit);
         const __m512 dw = half16(w0[b].d, w1[b].d);
@@ -283,7 +292,7 @@ NLD_VNNI512 void q4_0_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK4_0; ++b) {
-        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
+        if (kPairPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i q[8];
         for (int c = 0; c < 4; ++c) {
             const __m512i raw = load_pair(w0[b].qs + 32 * c, w1[b].qs + 32 * c);
@@ -344,7 +353,7 @@ NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; ++b) {
-        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
+        if (kPairPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
         for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
         for (int s = 0; s < 8; ++s) {
@@ -430,7 +439,7 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
     __m512 sum[R];
     for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; ++b) {
-        if (kPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
+        if (kPairPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
         for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
         for (int h = 0; h < 2; ++h)
