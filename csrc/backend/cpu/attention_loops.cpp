@@ -1,13 +1,24 @@
 // attention_loops.cpp: attention_loops.inc built for AVX2 (two heads per
 // call) and for AVX-512VL (four: its 32 registers hold their 16
-// accumulators), each with its own function attribute.
+// accumulators; 512-bit registers for the longest runs), each with its own
+// function attribute.
 #include "backend/cpu/attention_loops.h"
+
+#include "backend/cpu/exp_f32.h"  // exp_f32, exp8_avx2
 
 #ifdef NLD_HAVE_AVX2_PATH
 
 #include <immintrin.h>
 
 #include <algorithm>
+
+// GCC 12's AVX-512 headers pass an uninitialized "undefined" vector to the
+// masked builtins behind plain intrinsics (_mm512_shuffle_f32x4, ...), which
+// -Wmaybe-uninitialized and -Wuninitialized report; those lanes are never read.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 namespace nld {
 
@@ -22,13 +33,17 @@ namespace avx2_loops {
 namespace avx512_loops {
 #define NLD_ATTN_TARGET __attribute__((target("avx2,avx512f,avx512vl")))
 #define NLD_ATTN_HEADS 4
+#define NLD_ATTN_ZMM
 #include "backend/cpu/attention_loops.inc"
 #undef NLD_ATTN_TARGET
 #undef NLD_ATTN_HEADS
+#undef NLD_ATTN_ZMM
 }  // namespace avx512_loops
 
-const attention_loops avx2_attention_loops = {avx2_loops::scores, avx2_loops::weighted_sum};
-const attention_loops avx512_attention_loops = {avx512_loops::scores, avx512_loops::weighted_sum};
+const attention_loops avx2_attention_loops = {avx2_loops::scores, avx2_loops::weighted_sum,
+                                              avx2_loops::softmax};
+const attention_loops avx512_attention_loops = {avx512_loops::scores, avx512_loops::weighted_sum,
+                                                avx512_loops::softmax};
 
 }  // namespace nld
 

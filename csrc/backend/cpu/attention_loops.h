@@ -1,8 +1,9 @@
 // attention_loops.h: the f32 loops of attention for the query heads that
 // share one KV head (GQA), each key and value row loaded once for all of
 // them. Every result has the bits of ops.cpp's reference loops (dot_f32 per
-// score, axpy_f32 per value row, in order); only the register blocking
-// differs, so a path's choice of kernels never changes an output.
+// score, axpy_f32 per value row, in order, softmax_f32 per head); only the
+// register blocking differs, so a path's choice of kernels never changes an
+// output.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,8 @@ struct attention_loops {
     // p[j * p_step + s] * (v + s * v_stride), n values, for heads j < n_heads.
     void (*weighted_sum)(const float* p, int64_t p_step, int n_heads, const float* v, int64_t v_stride, int64_t rows,
                          float* out, int64_t out_step, int64_t n);
+    // s[0..n) <- softmax(scale * s) in place (ops.cpp's softmax_f32 order).
+    void (*softmax)(float* s, int64_t n, float scale);
 };
 
 #ifdef NLD_HAVE_AVX2_PATH

@@ -13,6 +13,7 @@
 #endif
 
 #include "backend/cpu/attention_loops.h"
+#include "backend/cpu/exp_f32.h"
 #include "quants/quants.h"
 #include "quants/repack.h"
 
@@ -96,7 +97,47 @@ static void weighted_sum_f32(const float* p, int64_t p_step, int n_heads, const 
     for (int j = 0; j < n_heads; ++j) axpy_rows_f32(p + j * p_step, v, v_stride, rows, out + j * out_step, n);
 }
 
+// Softmax of n scores in place, after scaling them: e^(s - max) by exp_f32,
+// summed in a fixed order (8 partial sums, sum k taking the i < n8 with
+// i % 8 == k, combined as reduce8, then the tail in order), each divided by
+// the sum.
+static void softmax_f32(float* s, int64_t n, float scale) {
+    float max_score = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) {
+        s[i] *= scale;
+        max_score = std::max(max_score, s[i]);
+    }
+    const int64_t n8 = n / 8 * 8;
+    float lanes[8] = {};
+    for (int64_t i = 0; i < n8; ++i) {
+        s[i] = exp_f32(s[i] - max_score);
+        lanes[i % 8] += s[i];
+    }
+    float sum = reduce8(lanes);
+    for (int64_t i = n8; i < n; ++i) {
+        s[i] = exp_f32(s[i] - max_score);
+        sum += s[i];
+    }
+    for (int64_t i = 0; i < n; ++i) s[i] /= sum;
+}
+
+// gate <- silu(gate) * up, count values.
+static void silu_mul_f32(float* gate, const float* up, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) gate[i] = gate[i] / (1.0f + exp_f32(-gate[i])) * up[i];
+}
+
 #ifdef NLD_HAVE_AVX2_PATH
+__attribute__((target("avx2"))) static void silu_mul_avx2(float* gate, const float* up, int64_t count) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = exp8_avx2(_mm256_xor_ps(g, sign));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    silu_mul_f32(gate + i, up + i, count - i);
+}
+
 __attribute__((target("avx2"))) static float dot_f32_avx2(const float* a, const float* b, int64_t n) {
     __m256 g0 = _mm256_setzero_ps(), g1 = g0, g2 = g0, g3 = g0;
     int64_t i = 0;
@@ -130,17 +171,18 @@ namespace {
 struct f32_loops {
     float (*dot)(const float*, const float*, int64_t);
     const attention_loops* attention;
+    void (*silu_mul)(float* gate, const float* up, int64_t count);
 };
 
 const f32_loops& loops_for_default_path() {
 #ifdef NLD_HAVE_AVX2_PATH
-    static const f32_loops avx512 = {dot_f32_avx2, &avx512_attention_loops};
-    static const f32_loops avx2 = {dot_f32_avx2, &avx2_attention_loops};
+    static const f32_loops avx512 = {dot_f32_avx2, &avx512_attention_loops, silu_mul_avx2};
+    static const f32_loops avx2 = {dot_f32_avx2, &avx2_attention_loops, silu_mul_avx2};
     if (default_cpu_path() == cpu_path::avx512_vnni) return avx512;
     if (uses_avx2(default_cpu_path())) return avx2;
 #endif
-    static const attention_loops reference = {scores_f32, weighted_sum_f32};
-    static const f32_loops plain = {dot_f32, &reference};
+    static const attention_loops reference = {scores_f32, weighted_sum_f32, softmax_f32};
+    static const f32_loops plain = {dot_f32, &reference, silu_mul_f32};
     return plain;
 }
 
@@ -393,20 +435,7 @@ void attention(threadpool& pool, const float* q, const float* cache_k, const flo
                 for (int64_t k = 0, at = 0; k < 3; at += count[k++])
                     loops.attention->scores(qv, head_dim, (int)group, keys[k] + spans[k][0] * strides[k], strides[k],
                                             count[k], head_dim, scores.data() + at, n_keys);
-                for (int64_t j = 0; j < group; ++j) {  // softmax of head j's scores
-                    float* sj = scores.data() + j * n_keys;
-                    float max_score = -INFINITY;
-                    for (int64_t s = 0; s < n_keys; ++s) {
-                        sj[s] *= scale;
-                        max_score = std::max(max_score, sj[s]);
-                    }
-                    float sum = 0.0f;
-                    for (int64_t s = 0; s < n_keys; ++s) {
-                        sj[s] = std::exp(sj[s] - max_score);
-                        sum += sj[s];
-                    }
-                    for (int64_t s = 0; s < n_keys; ++s) sj[s] /= sum;
-                }
+                for (int64_t j = 0; j < group; ++j) loops.attention->softmax(scores.data() + j * n_keys, n_keys, scale);
                 std::fill(o, o + group * head_dim, 0.0f);
                 for (int64_t k = 0, at = 0; k < 3; at += count[k++])
                     loops.attention->weighted_sum(scores.data() + at, n_keys, (int)group,
@@ -418,12 +447,8 @@ void attention(threadpool& pool, const float* q, const float* cache_k, const flo
 }
 
 void swiglu(threadpool& pool, float* gate, const float* up, int64_t count) {
-    pool.parallel_for(count, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            const float g = gate[i];
-            gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-        }
-    });
+    const f32_loops& loops = loops_for_default_path();
+    pool.parallel_for(count, [&](int64_t begin, int64_t end) { loops.silu_mul(gate + begin, up + begin, end - begin); });
 }
 
 }  // namespace nld
