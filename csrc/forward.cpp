@@ -92,7 +92,7 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
     const float softmax_scale = 1.0f / std::sqrt((float)HD);
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const layer_weights& L = m.layers[il];
-        const float* k_cache = ctx.cache.keys(il);    // (n_head_kv, n_ctx, HD)
+        const float* k_cache = ctx.cache.keys(il);    // (n_head_kv, n_ctx / 16, HD, 16): tiles of 16 keys
         const float* v_cache = ctx.cache.values(il);  // (n_head_kv, n_ctx, HD)
 
         // x = rmsnorm(h); q, k, v projections
@@ -110,7 +110,8 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
             for (int64_t i = 0; i < Q; ++i) s.q[t * Q + i] *= q_scale[t];
 
         // a = softmax(q k^T / sqrt(head_dim) + mask) v over cache + visible new rows
-        attention(ctx.pool, s.q.data(), k_cache, v_cache, (int64_t)ctx.cache.head_stride(), C, s.k.data(),
+        attention(ctx.pool, s.q.data(), k_cache, (int64_t)ctx.cache.key_head_stride(), v_cache,
+                  (int64_t)ctx.cache.value_head_stride(), C, s.k.data(),
                   s.v.data(), visibility, s.attn.data(), n, hp.n_head, hp.n_head_kv, HD, softmax_scale);
         // The committed rows' K/V join the cache (slots C .. C+n_commit-1).
         ctx.cache.store(il, C, layout.n_commit, s.k.data(), s.v.data());

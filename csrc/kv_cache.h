@@ -10,18 +10,31 @@
 
 namespace nld {
 
+// Keys are kept in tiles of kKeyTile positions, each tile d-major
+// (head_dim, kKeyTile), so a vector register holds one dimension of
+// kKeyTile keys and a score loop runs over keys, not dimensions.
+constexpr int32_t kKeyTile = 16;
+
+// Offset of key (position p, dimension d) in one head's tiled keys.
+inline size_t key_tile_offset(int64_t p, int64_t d, int64_t head_dim) {
+    return (size_t)((p / kKeyTile) * head_dim * kKeyTile + d * kKeyTile + p % kKeyTile);
+}
+
 class kv_cache {
 public:
     kv_cache(int32_t n_layer, int32_t n_ctx, int32_t n_head_kv, int32_t head_dim);
 
     int32_t capacity() const { return n_ctx_; }
     int32_t n_cached() const { return n_cached_; }
-    // One layer, head-major: (n_head_kv, n_ctx, head_dim), slot p of head h
-    // at h * head_stride() + p * head_dim, so the keys one attention head
-    // reads lie together.
-    float* keys(int32_t layer) { return k_.data() + (size_t)layer * per_layer_; }
-    float* values(int32_t layer) { return v_.data() + (size_t)layer * per_layer_; }
-    size_t head_stride() const { return (size_t)n_ctx_ * (size_t)head_dim_; }
+    // One layer, head-major, so what one attention head reads lies together.
+    // Keys: (n_head_kv, n_ctx / kKeyTile rounded up, head_dim, kKeyTile),
+    // head h's at h * key_head_stride(), slot p at key_tile_offset(p, ...).
+    // Values: (n_head_kv, n_ctx, head_dim), slot p of head h at
+    // h * value_head_stride() + p * head_dim.
+    float* keys(int32_t layer) { return k_.data() + (size_t)layer * keys_per_layer_; }
+    float* values(int32_t layer) { return v_.data() + (size_t)layer * values_per_layer_; }
+    size_t key_head_stride() const { return keys_per_layer_ / (size_t)n_head_kv_; }
+    size_t value_head_stride() const { return (size_t)n_ctx_ * (size_t)head_dim_; }
     // Writes n rows of (n_head_kv * head_dim) keys and values (the forward
     // pass's layout) into slots first .. first + n - 1 of a layer.
     void store(int32_t layer, int32_t first, int32_t n, const float* k_rows, const float* v_rows);
@@ -35,9 +48,10 @@ private:
     int32_t n_ctx_;
     int32_t n_head_kv_;
     int32_t head_dim_;
-    size_t per_layer_;
+    size_t keys_per_layer_;
+    size_t values_per_layer_;
     int32_t n_cached_ = 0;
-    std::vector<float> k_;  // (n_layer, n_head_kv, n_ctx, head_dim)
+    std::vector<float> k_;  // (n_layer, n_head_kv, n_ctx / kKeyTile rounded up, head_dim, kKeyTile)
     std::vector<float> v_;  // (n_layer, n_head_kv, n_ctx, head_dim)
 };
 

@@ -1,21 +1,24 @@
 // attention_loops.h: the f32 loops of attention for the query heads that
-// share one KV head (GQA), each key and value row loaded once for all of
-// them. Every result has the bits of ops.cpp's reference loops (dot_f32 per
-// score, axpy_f32 per value row, in order, softmax_f32 per head); only the
-// register blocking differs, so a path's choice of kernels never changes an
-// output.
+// share one KV head (GQA), each key tile and value row loaded once for all
+// of them. Every result has the bits of ops.cpp's reference loops (a score
+// summed over the dimensions in order, axpy_f32 per value row in order,
+// softmax_f32 per head); only the register blocking differs, so a path's
+// choice of kernels never changes an output.
 #pragma once
 
 #include <cstdint>
 
+#include "kv_cache.h"    // kKeyTile, key_tile_offset
 #include "quants/dot.h"  // NLD_HAVE_AVX2_PATH
 
 namespace nld {
 
 struct attention_loops {
-    // out[j * out_step + s] = dot_f32(q + j * q_step, k + s * k_stride, n)
-    // for heads j < n_heads and rows s < rows.
-    void (*scores)(const float* q, int64_t q_step, int n_heads, const float* k, int64_t k_stride, int64_t rows,
+    // out[j * out_step + s - begin] = sum over d < n, in order, of
+    // q[j * q_step + d] * key (s, d), a multiply then an add each, for heads
+    // j < n_heads and keys begin <= s < end; keys: one head's tiled keys
+    // (kv_cache's layout: key (s, d) at key_tile_offset(s, d, n)).
+    void (*scores)(const float* q, int64_t q_step, int n_heads, const float* keys, int64_t begin, int64_t end,
                    int64_t n, float* out, int64_t out_step);
     // out + j * out_step += sum over s < rows, in order, of
     // p[j * p_step + s] * (v + s * v_stride), n values, for heads j < n_heads.

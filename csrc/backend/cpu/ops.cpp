@@ -84,12 +84,16 @@ static void axpy_rows_f32(const float* p, const float* v, int64_t stride, int64_
     for (int64_t s = 0; s < rows; ++s) axpy_f32(p[s], v + s * stride, out, n);
 }
 
-// The reference attention_loops: heads one by one, a dot_f32 per score and
-// an axpy_f32 per value row.
-static void scores_f32(const float* q, int64_t q_step, int n_heads, const float* k, int64_t k_stride, int64_t rows,
+// The reference attention_loops: heads one by one, each score a sum over the
+// dimensions in order, an axpy_f32 per value row.
+static void scores_f32(const float* q, int64_t q_step, int n_heads, const float* keys, int64_t begin, int64_t end,
                        int64_t n, float* out, int64_t out_step) {
     for (int j = 0; j < n_heads; ++j)
-        for (int64_t s = 0; s < rows; ++s) out[j * out_step + s] = dot_f32(q + j * q_step, k + s * k_stride, n);
+        for (int64_t s = begin; s < end; ++s) {
+            float sum = 0.0f;
+            for (int64_t d = 0; d < n; ++d) sum += q[j * q_step + d] * keys[key_tile_offset(s, d, n)];
+            out[j * out_step + s - begin] = sum;
+        }
 }
 
 static void weighted_sum_f32(const float* p, int64_t p_step, int n_heads, const float* v, int64_t v_stride,
@@ -398,15 +402,28 @@ void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const
     }
 }
 
-void attention(threadpool& pool, const float* q, const float* cache_k, const float* cache_v,
-               int64_t cache_head_stride, int64_t n_cached, const float* new_k, const float* new_v,
+void attention(threadpool& pool, const float* q, const float* cache_k, int64_t key_head_stride, const float* cache_v,
+               int64_t value_head_stride, int64_t n_cached, const float* new_k, const float* new_v,
                const attention_rows& rows, float* out, int64_t n,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale) {
     const f32_loops& loops = loops_for_default_path();
     const int64_t group = n_head / n_head_kv;
     const int64_t q_stride = n_head * head_dim, kv_stride = n_head_kv * head_dim;
+    // The new keys in the cache's tiled layout, (n_head_kv, n / kKeyTile
+    // rounded up, head_dim, kKeyTile). Kept between calls (no page faults per
+    // layer); lanes past n hold zeros or older keys, scored but never read.
+    const int64_t new_key_head_stride = (n + kKeyTile - 1) / kKeyTile * kKeyTile * head_dim;
+    thread_local std::vector<float> new_keys;
+    if (new_keys.size() < (size_t)(n_head_kv * new_key_head_stride))
+        new_keys.resize((size_t)(n_head_kv * new_key_head_stride), 0.0f);
+    for (int64_t h = 0; h < n_head_kv; ++h)
+        for (int64_t t = 0; t < n; ++t)
+            for (int64_t d = 0; d < head_dim; ++d)
+                new_keys[(size_t)h * new_key_head_stride + key_tile_offset(t, d, head_dim)] =
+                    new_k[t * kv_stride + h * head_dim + d];
+    const float* new_tiles = new_keys.data();  // the workers have their own (empty) new_keys
     // A job is one row and one KV head with the group of query heads that
-    // read it, so each key and value row is loaded once for all of them;
+    // read it, so each key tile and value row is loaded once for all of them;
     // jobs in the order KV head, row, so the keys and values of one KV head
     // (a few hundred KB) stay in each thread's L2 while the rows pass. Rows
     // see more keys the later they come (causal), so each thread takes every
@@ -423,18 +440,18 @@ void attention(threadpool& pool, const float* q, const float* cache_k, const flo
                 // The visible keys, in order: the cache, the new prefix, the row's group.
                 const int64_t spans[3][2] = {
                     {0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
-                // Each span's first visible key and value of this kv head, and its row stride.
-                const float* keys[3] = {cache_k + kvh * cache_head_stride, new_k + kvh * head_dim,
-                                        new_k + kvh * head_dim};
-                const float* vals[3] = {cache_v + kvh * cache_head_stride, new_v + kvh * head_dim,
+                // Each span's tiled keys of this kv head, and its values' first row and row stride.
+                const float* keys[3] = {cache_k + kvh * key_head_stride, new_tiles + kvh * new_key_head_stride,
+                                        new_tiles + kvh * new_key_head_stride};
+                const float* vals[3] = {cache_v + kvh * value_head_stride, new_v + kvh * head_dim,
                                         new_v + kvh * head_dim};
                 const int64_t strides[3] = {head_dim, kv_stride, kv_stride};
                 int64_t count[3], n_keys = 0;
                 for (int k = 0; k < 3; ++k) n_keys += count[k] = std::max<int64_t>(spans[k][1] - spans[k][0], 0);
                 scores.resize((size_t)(group * n_keys));
                 for (int64_t k = 0, at = 0; k < 3; at += count[k++])
-                    loops.attention->scores(qv, head_dim, (int)group, keys[k] + spans[k][0] * strides[k], strides[k],
-                                            count[k], head_dim, scores.data() + at, n_keys);
+                    loops.attention->scores(qv, head_dim, (int)group, keys[k], spans[k][0],
+                                            spans[k][0] + count[k], head_dim, scores.data() + at, n_keys);
                 for (int64_t j = 0; j < group; ++j) loops.attention->softmax(scores.data() + j * n_keys, n_keys, scale);
                 std::fill(o, o + group * head_dim, 0.0f);
                 for (int64_t k = 0, at = 0; k < 3; at += count[k++])

@@ -68,16 +68,16 @@ void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const
 // Attention of n new rows. Row t sees the n_cached cache keys, the new keys
 // [0, see_prefix[t]) and the new keys [group_lo[t], group_hi[t]) (disjoint
 // from the prefix). GQA: q head h reads kv head h / (n_head / n_head_kv).
-// q: (n, n_head*hd); cache_k, cache_v: per kv head, n_cached rows of hd,
-// head h's at h * cache_head_stride (kv_cache's layout);
+// q: (n, n_head*hd); cache_k, cache_v: kv_cache's layouts, kv head h's at
+// h * key_head_stride and h * value_head_stride;
 // new_k, new_v: (n, n_head_kv*hd); out: (n, n_head*hd).
 struct attention_rows {
     const int32_t* see_prefix;
     const int32_t* group_lo;
     const int32_t* group_hi;
 };
-void attention(threadpool& pool, const float* q, const float* cache_k, const float* cache_v,
-               int64_t cache_head_stride, int64_t n_cached, const float* new_k, const float* new_v,
+void attention(threadpool& pool, const float* q, const float* cache_k, int64_t key_head_stride, const float* cache_v,
+               int64_t value_head_stride, int64_t n_cached, const float* new_k, const float* new_v,
                const attention_rows& rows, float* out, int64_t n,
                int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale);
 
