@@ -182,7 +182,7 @@ def test_interleaved_matmul_equals_scalar_exactly(name: str, path: str) -> None:
     promise the scalar reference's result bit for bit, for any number of activation rows."""
     for n_in in _n_in_cases(name):
         for n_out in (8, 40):
-            for n_rows in (1, 2, 3, 4, 5, 7, 8, 9, 17):
+            for n_rows in (1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 24, 33):
                 blocks, x = _case(name, n_in, n_out, n_rows, seed=3 * n_in + n_out + n_rows)
                 ref = Q.matmul(blocks, WEIGHT_TYPES[name], n_in, x, path="scalar")
                 got = Q.matmul(blocks, WEIGHT_TYPES[name], n_in, x, path=path, n_threads=2)
