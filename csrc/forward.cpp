@@ -89,6 +89,9 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
 
     for (int32_t t = 0; t < n; ++t) weight_row_to_f32(m.tok_embd, tokens[t], &s.hidden[t * E]);  // h = E[token]
 
+    rope_angles angles;  // cos, sin: (n, HD / 2) each, shared by every layer
+    compute_rope_angles(layout.positions.data(), n, m.rope_inv_freq.data(), HD / 2, hp.yarn_attn_factor, angles);
+
     const float softmax_scale = 1.0f / std::sqrt((float)HD);
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const layer_weights& L = m.layers[il];
@@ -102,10 +105,8 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
         matmul_same_input(ctx.pool, qkv, qkv_out, 3, s.normed.data(), n);
 
         // RoPE on q and k at absolute positions, then the query scale.
-        rope_adjacent(s.q.data(), n, hp.n_head, HD, layout.positions.data(), m.rope_inv_freq.data(),
-                      hp.yarn_attn_factor);
-        rope_adjacent(s.k.data(), n, hp.n_head_kv, HD, layout.positions.data(), m.rope_inv_freq.data(),
-                      hp.yarn_attn_factor);
+        rope_adjacent(s.q.data(), n, hp.n_head, HD, angles);
+        rope_adjacent(s.k.data(), n, hp.n_head_kv, HD, angles);
         for (int32_t t = 0; t < n; ++t)
             for (int64_t i = 0; i < Q; ++i) s.q[t * Q + i] *= q_scale[t];
 

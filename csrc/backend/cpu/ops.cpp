@@ -372,25 +372,41 @@ void matmul(threadpool& pool, const weight_matrix& w, const float* x, float* y, 
 }
 
 void rmsnorm(const float* x, const float* weight, float* out, int64_t n, int64_t dim, float eps) {
+    const int64_t dim16 = dim / 16 * 16;
     for (int64_t t = 0; t < n; ++t) {
         const float* xr = x + t * dim;
-        float ss = 0.0f;
-        for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+        // 16 partial sums (sum k takes the i < dim16 with i % 16 == k), which
+        // the compiler keeps in vector registers, added as a tree (k and
+        // k + 8, then k and k + 4, ...), then the tail in order.
+        float partial[16] = {};
+        for (int64_t i = 0; i < dim16; i += 16)
+            for (int k = 0; k < 16; ++k) partial[k] += xr[i + k] * xr[i + k];
+        for (int width = 8; width >= 1; width /= 2)
+            for (int k = 0; k < width; ++k) partial[k] += partial[k + width];
+        float ss = partial[0];
+        for (int64_t i = dim16; i < dim; ++i) ss += xr[i] * xr[i];
         const float inv = 1.0f / std::sqrt(ss / (float)dim + eps);
         for (int64_t i = 0; i < dim; ++i) out[t * dim + i] = weight[i] * (xr[i] * inv);
     }
 }
 
-void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
-                   const float* inv_freq, float attn_factor) {
-    const int64_t half = head_dim / 2;
-    std::vector<float> cos_t(half), sin_t(half);
-    for (int64_t t = 0; t < n; ++t) {
+void compute_rope_angles(const int32_t* positions, int64_t n, const float* inv_freq, int64_t half, float attn_factor,
+                         rope_angles& out) {
+    out.cos.resize((size_t)(n * half));
+    out.sin.resize((size_t)(n * half));
+    for (int64_t t = 0; t < n; ++t)
         for (int64_t j = 0; j < half; ++j) {
             const float angle = (float)positions[t] * inv_freq[j];  // f32, as transformers
-            cos_t[j] = std::cos(angle) * attn_factor;
-            sin_t[j] = std::sin(angle) * attn_factor;
+            out.cos[(size_t)(t * half + j)] = std::cos(angle) * attn_factor;
+            out.sin[(size_t)(t * half + j)] = std::sin(angle) * attn_factor;
         }
+}
+
+void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const rope_angles& angles) {
+    const int64_t half = head_dim / 2;
+    for (int64_t t = 0; t < n; ++t) {
+        const float* cos_t = &angles.cos[(size_t)(t * half)];
+        const float* sin_t = &angles.sin[(size_t)(t * half)];
         for (int64_t h = 0; h < n_heads; ++h) {
             float* v = x + t * n_heads * head_dim + h * head_dim;
             for (int64_t j = 0; j < half; ++j) {

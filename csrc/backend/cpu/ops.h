@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "backend/cpu/threadpool.h"
 #include "gguf.h"
@@ -56,14 +57,22 @@ void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* 
 bool is_block_quantized(ggml_type t);
 void matmul_quantized(threadpool& pool, const weight_matrix& w, const float* x, float* y, int64_t n, cpu_path path);
 
-// out (n, dim) = x / sqrt(mean(x^2) + eps) * weight, variance in f32.
+// out (n, dim) = x / sqrt(mean(x^2) + eps) * weight, variance in f32 (the
+// squares summed in 16 partial sums, then a fixed tree: see ops.cpp).
 void rmsnorm(const float* x, const float* weight, float* out, int64_t n, int64_t dim, float eps);
 
+// The rotary angles of n rows, angle (t, j) = positions[t] * inv_freq[j] in
+// f32 (as transformers), j < half = head_dim / 2; cos and sin, each (n,
+// half), scaled by attn_factor. The same for every layer of a forward pass.
+struct rope_angles {
+    std::vector<float> cos, sin;
+};
+void compute_rope_angles(const int32_t* positions, int64_t n, const float* inv_freq, int64_t half, float attn_factor,
+                         rope_angles& out);
+
 // Rotary embedding on adjacent pairs (2j, 2j+1) of every head (the GGUF q/k
-// layout), angle = pos * inv_freq[j], cos/sin scaled by attn_factor.
-// x: (n, n_heads * head_dim); positions: n absolute positions.
-void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const int32_t* positions,
-                   const float* inv_freq, float attn_factor);
+// layout) by the angles of each row. x: (n, n_heads * head_dim).
+void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const rope_angles& angles);
 
 // Attention of n new rows. Row t sees the n_cached cache keys, the new keys
 // [0, see_prefix[t]) and the new keys [group_lo[t], group_hi[t]) (disjoint
