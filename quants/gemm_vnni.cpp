@@ -310,6 +310,36 @@ NLD_VNNI512 void q4_0_pair(int64_t n, const void* wv, const void* x, size_t stri
     for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
 }
 
+// The f32 sums of R rows of a K-quant pair kernel, each added to once per
+// super-block: in registers up to 8 rows; past that in an L1 array, so the
+// registers hold the R integer sums and the unpacked weights (16 rows would
+// need 32 registers for the two kinds of sums alone). The same adds either way.
+template <int R>
+struct row_sums {
+    static constexpr bool kInMemory = R > 8;
+    __m512 reg[kInMemory ? 1 : R];
+    alignas(64) float mem[kInMemory ? R : 1][16];
+
+    NLD_VNNI512 row_sums() {
+        for (int r = 0; r < R; ++r) {
+            if constexpr (kInMemory)
+                _mm512_store_ps(mem[r], _mm512_setzero_ps());
+            else
+                reg[r] = _mm512_setzero_ps();
+        }
+    }
+    NLD_VNNI512 void add(int r, __m512 v) {
+        if constexpr (kInMemory)
+            _mm512_store_ps(mem[r], _mm512_add_ps(_mm512_load_ps(mem[r]), v));
+        else
+            reg[r] = _mm512_add_ps(reg[r], v);
+    }
+    NLD_VNNI512 void store(float* y, int64_t y_stride) const {
+        for (int r = 0; r < R; ++r)
+            _mm512_storeu_ps(y + r * y_stride, kInMemory ? _mm512_load_ps(mem[r]) : reg[r]);
+    }
+};
+
 // The weight side of two groups' Q4_K super-block terms, for all rows: the
 // scales d and dmin, and the mins as i16 pairs (mins_pairs[p], lane j: the
 // mins of sub-blocks 2p and 2p+1 of row j).
@@ -350,8 +380,7 @@ NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stri
     const block_q4_kx8* w0 = static_cast<const block_q4_kx8*>(wv);
     const block_q4_kx8* w1 = w0 + n / QK_K;
     const __m512i low4 = _mm512_set1_epi8(0x0f);
-    __m512 sum[R];
-    for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
+    row_sums<R> sum;
     for (int64_t b = 0; b < n / QK_K; ++b) {
         if (kPairPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
@@ -372,10 +401,9 @@ NLD_VNNI512 void q4_k_pair(int64_t n, const void* wv, const void* x, size_t stri
             }
         }
         const q4_k_sides16 sides = q4_k_sides(w0[b], w1[b]);
-        for (int r = 0; r < R; ++r)
-            sum[r] = _mm512_add_ps(sum[r], q4_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+        for (int r = 0; r < R; ++r) sum.add(r, q4_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
-    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
+    sum.store(y, y_stride);
 }
 
 // q6_value (x8_avx2.h) on 512-bit registers.
@@ -436,8 +464,7 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
     const block_q6_kx8* w0 = static_cast<const block_q6_kx8*>(wv);
     const block_q6_kx8* w1 = w0 + n / QK_K;
     const __m512i low4 = _mm512_set1_epi8(0x0f);
-    __m512 sum[R];
-    for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_ps();
+    row_sums<R> sum;
     for (int64_t b = 0; b < n / QK_K; ++b) {
         if (kPairPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
@@ -463,10 +490,9 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
                     }
                 }
         const q6_k_sides16 sides = q6_k_sides(w0[b], w1[b]);
-        for (int r = 0; r < R; ++r)
-            sum[r] = _mm512_add_ps(sum[r], q6_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+        for (int r = 0; r < R; ++r) sum.add(r, q6_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
-    for (int r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, sum[r]);
+    sum.store(y, y_stride);
 }
 #endif  // NLD_VNNI_EMULATED
 
@@ -495,8 +521,11 @@ namespace {
 // unpacking between twice the rows; the Q8_0 and Q4_0 kernels' 16 row sums
 // and 8 weight registers fit in 32 (Zen 4 VM, 2 threads, best of 6-10,
 // alternating: 32 rows Q8_0 85.6 -> 78.6 ms, Q4_0 75.9 -> 72.3; 64 rows
-// Q8_0 145 -> 138, Q4_0 154 -> 142). The K-quant kernels also keep a
-// second sum per row, which would not fit.
+// Q8_0 145 -> 138, Q4_0 154 -> 142). Q4_K's 16-row passes keep their f32
+// sums in L1 (row_sums): from memory 32 rows 82-95 -> 73-97 ms and 64 rows
+// 152-184 -> 156-168 ms over five alternating pairs each, 4 of 5 faster;
+// even in cache (one thread, about 150 GMAC/s both). Q6_K's were even or
+// slower (in cache 139 -> 130 GMAC/s at best), so it keeps passes of 8.
 template <typename B, int QK, rows_pass_fn<16> P16, rows_pass_fn<8> P8, rows_pass_fn<4> P4, gemm_x8_fn S>
 void pair_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t n_rows, float* y, int64_t y_stride) {
     const uint8_t* xb = static_cast<const uint8_t*>(x);
@@ -515,7 +544,7 @@ void pair_rows(int64_t n, const void* w, const void* x, size_t x_stride, int64_t
 const x8_kernels pair_table = {
     pair_rows<block_q8_0x8, QK8_0, q8_0_pair<16>, q8_0_pair<8>, nullptr, one_group_q8_0>,
     pair_rows<block_q4_0x8, QK4_0, q4_0_pair<16>, q4_0_pair<8>, q4_0_pair<4>, one_group_q4_0>,
-    pair_rows<block_q4_kx8, QK_K, nullptr, q4_k_pair<8>, nullptr, one_group_q4_k>,
+    pair_rows<block_q4_kx8, QK_K, q4_k_pair<16>, q4_k_pair<8>, nullptr, one_group_q4_k>,
     pair_rows<block_q6_kx8, QK_K, nullptr, q6_k_pair<8>, nullptr, one_group_q6_k>,
 };
 
