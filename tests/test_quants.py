@@ -11,7 +11,6 @@ errors) / n < 0.002; dot product error = |dot(q(x), q8(y)) - dot(x, y)| / n < 0.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 from nld_cpp import quants as Q
 from nld_cpp._binding import NldError
+from sanitized import ROOT, run_sanitized
 
 GT = gguf.GGMLQuantizationType
 WEIGHT_TYPES = {"q8_0": Q.GGML_Q8_0, "q4_0": Q.GGML_Q4_0, "q4_k": Q.GGML_Q4_K, "q6_k": Q.GGML_Q6_K}
@@ -239,30 +239,14 @@ def test_kernels_under_sanitizers(tmp_path: Path, vnni: str) -> None:
     """tests/cpp/quants_check.cpp: every format and path on inf/nan/huge/subnormal weights, under ASan+UBSan.
     "emulated" builds the AVX-512 VNNI kernels with an exact AVX2 stand-in for vpdpbusd, so their logic is
     checked on CPUs without AVX-512 too (the native build runs them where the CPU has it)."""
-    root = Path(__file__).resolve().parents[1]
-    cxx = os.environ.get("CXX") or shutil.which("g++")
-    if not cxx or not shutil.which(cxx):
-        pytest.skip("no C++ compiler (g++)")
-    san = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-    sources = [root / "tests/cpp/quants_check.cpp"] + [root / "quants" / f for f in
+    sources = [ROOT / "tests/cpp/quants_check.cpp"] + [ROOT / "quants" / f for f in
                                                       ("quants.cpp", "kquants.cpp", "dot.cpp", "dot_avx2.cpp",
                                                        "gemm_avx2.cpp", "gemm_vnni.cpp", "quantize_avx2.cpp",
                                                        "repack.cpp")]
-    exe = tmp_path / "quants_check"
     defines = ["-DNLD_VNNI_EMULATED"] if vnni == "emulated" else []
-    build = subprocess.run([cxx, "-std=c++17", "-O1", "-g", "-ffp-contract=off", *san, *defines, f"-I{root}",
-                            f"-I{root / 'csrc'}", *map(str, sources), "-o", str(exe)], capture_output=True, text=True)
-    if build.returncode != 0:
-        probe = tmp_path / "probe.cpp"
-        probe.write_text("int main() { return 0; }\n")
-        if subprocess.run([cxx, *san, str(probe), "-o", str(tmp_path / "probe")], capture_output=True).returncode:
-            pytest.skip("the compiler has no ASan/UBSan runtime")
-        pytest.fail(f"building quants_check failed:\n{build.stderr}")
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:exitcode=86", UBSAN_OPTIONS="print_stacktrace=1:exitcode=87")
-    run = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr
-    paths = {int(p) for p in run.stdout.split("paths")[1].split("\n")[0].split()}
+    stdout = run_sanitized(tmp_path, "quants_check", sources, defines)
+    paths = {int(p) for p in stdout.split("paths")[1].split("\n")[0].split()}
     expected = {name for name in ("avx2", "avx512_vnni") if name in SIMD_PATHS}
     if vnni == "emulated" and "avx2" in SIMD_PATHS:
         expected.add("avx512_vnni")
-    assert paths == {Q.CPU_PATHS[name] for name in expected | {"scalar"}}, run.stdout
+    assert paths == {Q.CPU_PATHS[name] for name in expected | {"scalar"}}, stdout
