@@ -18,8 +18,11 @@ small random checkpoint (SMOKE_SPEC) in /tmp/nld-bench-smoke, a 64-token
 cache and prompt and 2 runs, and writes its results next to that model, so
 the real results are left alone.
 
-Measured, per type, thread count and implementation, median (min, max) of
---runs (prefill: of --prefill-runs):
+Both implementations hold the file at once and are timed in turn, call by
+call, on the same tokens (who goes first alternates by run, with a pause of
+--gap seconds before each timed call), so the host's slow spells fall on both
+sides of each pair. Measured, per type, thread count and implementation,
+median (min, max) of --runs (prefill: of --prefill-runs):
 - decode: one causal 1-token forward after a --cache-token cache (then cut
   back), as tokens/s;
 - block 4 / 8 / 32: one 4-, 8- or 32-token forward over the same cache
@@ -44,8 +47,9 @@ the GGUF (gguf.GGUFReader):
 The ops count every matrix for every token (also the head, which the
 last-logits runs apply once), and F16 files are held to the same int8 peak.
 
-Prints three markdown tables (figures; ours / llama.cpp ratios of decode and
-prefill medians and of the block-32 median time; roofline %) and writes them
+Prints three markdown tables (figures; ours / llama.cpp pair by pair: decode
+and prefill speed and block-32 time, each the median (min, max) of the
+per-pair ratios; roofline %) and writes them
 to bench/results/bench_vs_llama_cpp.md, everything (machine, date, versions,
 roofline, results) to bench/results/bench_vs_llama_cpp.json.
 """
@@ -219,6 +223,9 @@ class Llama:
         self.llm.close()
 
 
+IMPL_NAMES = (Ours.name, Llama.name)
+
+
 def timed(fn: Callable[[], None]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -229,35 +236,63 @@ def summary(values: List[float]) -> Dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def measure(impl_cls, path: Path, threads: int, args: argparse.Namespace, max_token: int,
-            rng: np.random.Generator) -> Dict[str, object]:
+def measure(path: Path, threads: int, args: argparse.Namespace, max_token: int,
+            rng: np.random.Generator) -> Dict[str, Dict[str, object]]:
+    """Both implementations loaded at once and measured in turn, item by
+    item: the same tokens go to each, one right after the other (who goes
+    first alternates by run), so a slow spell of the shared host falls on
+    both sides of a pair rather than on one implementation's whole series.
+    A pause of --gap seconds before each timed call lets the other side's
+    threads go idle."""
     def random_tokens(n: int) -> List[int]:
         return [int(t) for t in rng.integers(FIRST_ORDINARY_TOKEN, max_token, n)]
 
-    impl = impl_cls(path, threads, max(args.prefill, args.cache + max(BLOCKS) + 32) + 8)
+    n_ctx = max(args.prefill, args.cache + max(BLOCKS) + 32) + 8
+    impls: List[object] = []
     try:
-        impl.prefill(random_tokens(args.cache))
-        one: List[float] = []
-        blocks: Dict[int, List[float]] = {n: [] for n in BLOCKS}
-        for _ in range(args.runs):
+        for impl_cls in (Ours, Llama):
+            impls.append(impl_cls(path, threads, n_ctx))
+        cached = random_tokens(args.cache)
+        for impl in impls:
+            impl.prefill(cached)
+        keys = ["one", *BLOCKS, "prefill"]
+        samples: Dict[str, Dict[object, List[float]]] = {i.name: {k: [] for k in keys} for i in impls}
+
+        def each(run: int, key: object, call: Callable[[object], None]) -> None:
+            for impl in (impls if run % 2 == 0 else impls[::-1]):
+                time.sleep(args.gap)
+                samples[impl.name][key].append(timed(lambda: call(impl)))
+
+        for run in range(args.runs):
             tok = random_tokens(1)
-            one.append(timed(lambda: impl.step(tok)))
+            each(run, "one", lambda impl: impl.step(tok))
             for n in BLOCKS:
                 blk = random_tokens(n)
-                blocks[n].append(timed(lambda: impl.block(blk)))
-        prefill_s = []
-        for _ in range(args.prefill_runs):
+                each(run, n, lambda impl: impl.block(blk))
+        for run in range(args.prefill_runs):
             prompt = random_tokens(args.prefill)
-            prefill_s.append(timed(lambda: impl.prefill(prompt)))
+            each(run, "prefill", lambda impl: impl.prefill(prompt))
     finally:
-        impl.close()
-    t1 = statistics.median(one)
-    out: Dict[str, object] = {"decode_tok_s": summary([1.0 / t for t in one]), "forward_1_s": summary(one)}
-    for n in BLOCKS:
-        out[f"block{n}_s"] = summary(blocks[n])
-        out[f"block{n}_ratio"] = summary([t / t1 for t in blocks[n]])
-    out["prefill_s"] = summary(prefill_s)
-    out["prefill_tok_s"] = summary([args.prefill / t for t in prefill_s])
+        for impl in impls:
+            impl.close()
+
+    out: Dict[str, Dict[str, object]] = {}
+    for name, s in samples.items():
+        t1 = statistics.median(s["one"])
+        r: Dict[str, object] = {"decode_tok_s": summary([1.0 / t for t in s["one"]]), "forward_1_s": summary(s["one"])}
+        for n in BLOCKS:
+            r[f"block{n}_s"] = summary(s[n])
+            r[f"block{n}_ratio"] = summary([t / t1 for t in s[n]])
+        r["prefill_s"] = summary(s["prefill"])
+        r["prefill_tok_s"] = summary([args.prefill / t for t in s["prefill"]])
+        out[name] = r
+    # Ours against llama.cpp pair by pair (the two calls of one item, back to back).
+    ours, theirs = samples[Ours.name], samples[Llama.name]
+    out["paired"] = {
+        "decode_speedup": summary([b / a for a, b in zip(ours["one"], theirs["one"])]),
+        "block32_time": summary([a / b for a, b in zip(ours[32], theirs[32])]),
+        "prefill_speedup": summary([b / a for a, b in zip(ours["prefill"], theirs["prefill"])]),
+    }
     return out
 
 
@@ -280,22 +315,21 @@ def tables(results: Dict[str, Dict[str, Dict[str, dict]]], roofline: Dict[str, d
              "|---|---|---|---|---|---|---|---|"]
     for t, by_threads in results.items():
         for n, by_impl in by_threads.items():
-            for name, r in by_impl.items():
+            for name in IMPL_NAMES:
+                r = by_impl[name]
                 lines.append(f"| {t} | {n} | {name} | {fmt(r['decode_tok_s'])} | {fmt(r['block4_ratio'])} | "
                              f"{fmt(r['block8_ratio'])} | {fmt(r['block32_ratio'])} | {fmt(r['prefill_tok_s'], 1)} |")
-            ours, theirs = by_impl[Ours.name], by_impl[Llama.name]
-            decode = ours["decode_tok_s"]["median"] / theirs["decode_tok_s"]["median"]
-            block32 = ours["block32_s"]["median"] / theirs["block32_s"]["median"]
-            prefill = ours["prefill_tok_s"]["median"] / theirs["prefill_tok_s"]["median"]
-            lines.append(f"| {t} | {n} | ours / llama.cpp | {decode:.2f}x | | | time {block32:.2f}x | {prefill:.2f}x |")
+            paired = by_impl["paired"]
+            lines.append(f"| {t} | {n} | ours / llama.cpp, pair by pair | {fmt(paired['decode_speedup'])}x | | | "
+                         f"time {fmt(paired['block32_time'])}x | {fmt(paired['prefill_speedup'])}x |")
     lines += ["", "roofline (" + "; ".join(f"{n} threads: read {r['read_gb_s']:.1f} GB/s, "
                                            f"int8 {r['int8_gop_s']:.0f} GOP/s" for n, r in roofline.items()) + ")", "",
               "| type | threads | impl | decode % of read bandwidth | block 32 % of int8 peak | "
               "prefill % of int8 peak |", "|---|---|---|---|---|---|"]
     for t, by_threads in results.items():
         for n, by_impl in by_threads.items():
-            for name, r in by_impl.items():
-                p = r["roofline"]
+            for name in IMPL_NAMES:
+                p = by_impl[name]["roofline"]
                 lines.append(f"| {t} | {n} | {name} | {p['decode_pct_read']:.1f} | {p['block32_pct_int8']:.1f} | "
                              f"{p['prefill_pct_int8']:.1f} |")
     return "\n".join(lines) + "\n"
@@ -312,6 +346,8 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--prefill-runs", type=int)
     ap.add_argument("--cache", type=int, help="cached tokens before the decode and block forwards")
     ap.add_argument("--roofline-runs", type=int)
+    ap.add_argument("--gap", type=float, default=0.05,
+                    help="seconds of pause before each timed call (the other side's threads go idle)")
     ap.add_argument("--name", default=RESULTS_NAME,
                     help="results file stem in bench/results (e.g. a second run with other settings)")
     args = ap.parse_args(argv)
@@ -340,12 +376,11 @@ def main(argv: List[str] | None = None) -> None:
         sizes[t] = model_sizes(path)
         results[t] = {}
         for n in args.threads:
-            results[t][str(n)] = {}
-            for impl in (Ours, Llama):  # alternating implementations on the same file
-                print(f"{t} {n} threads {impl.name} ...", flush=True)
-                r = measure(impl, path, n, args, max_token, rng)
-                r["roofline"] = roofline_pct(r, sizes[t], roofline[str(n)])
-                results[t][str(n)][impl.name] = r
+            print(f"{t} {n} threads ...", flush=True)
+            by_impl = measure(path, n, args, max_token, rng)
+            for impl in (Ours, Llama):
+                by_impl[impl.name]["roofline"] = roofline_pct(by_impl[impl.name], sizes[t], roofline[str(n)])
+            results[t][str(n)] = by_impl
 
     machine = machine_info()
     markdown = tables(results, roofline, args)
