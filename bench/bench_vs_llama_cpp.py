@@ -378,8 +378,8 @@ def main(argv: List[str] | None = None) -> None:
         for n in args.threads:
             print(f"{t} {n} threads ...", flush=True)
             by_impl = measure(path, n, args, max_token, rng)
-            for impl in (Ours, Llama):
-                by_impl[impl.name]["roofline"] = roofline_pct(by_impl[impl.name], sizes[t], roofline[str(n)])
+            for name in IMPL_NAMES:
+                by_impl[name]["roofline"] = roofline_pct(by_impl[name], sizes[t], roofline[str(n)])
             results[t][str(n)] = by_impl
 
     machine = machine_info()
