@@ -257,14 +257,28 @@ void run_groups(const dot_kernels& kernels, const weight_matrix& w, int64_t begi
     }
 }
 
-// The x8 path: each thread takes whole groups of 8 weight rows and runs every
-// activation row past a group while it is in L1 (the activations, a few
-// hundred KB for a prefill, stay in L2/L3).
+// The x8 matmuls hand their groups out in about kChunksPerThread chunks per
+// thread (threadpool::parallel_chunks), of an even number of groups (whole
+// pairs). On a shared host one thread's core is often slower than the
+// other's for a while; with one fixed half each, the faster thread then
+// waits for the slower at the end of every matmul.
+constexpr int64_t kChunksPerThread = 8;
+
+// An even number of groups, about total / (threads * kChunksPerThread).
+int64_t chunk_groups(int64_t total, int threads) {
+    const int64_t share = total / ((int64_t)threads * kChunksPerThread);
+    return std::max<int64_t>(2, share + share % 2);
+}
+
+// The x8 path: each thread takes chunks of groups of 8 weight rows and runs
+// every activation row past a group while it is in L1 (the activations, a
+// few hundred KB for a prefill, stay in L2/L3).
 void matmul_x8(threadpool& pool, const dot_kernels& kernels, const weight_matrix& w, const float* x, float* y,
                int64_t n) {
     size_t act_row_bytes = 0;
     const uint8_t* act = quantize_activations(pool, w, x, n, true, &act_row_bytes);
-    pool.parallel_for(w.n_out / kGroupRows, [&](int64_t begin, int64_t end) {
+    const int64_t groups = w.n_out / kGroupRows;
+    pool.parallel_chunks(groups, chunk_groups(groups, pool.size()), [&](int64_t begin, int64_t end) {
         run_groups(kernels, w, begin, end, act, act_row_bytes, n, y);
     });
 }
@@ -288,8 +302,9 @@ void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* 
     }
     size_t act_row_bytes = 0;
     const uint8_t* act = quantize_activations(pool, *ws[0], x, n, true, &act_row_bytes);
-    // Every group of every matrix in one list; each thread takes a run of it
-    // holding about an equal share of the weight bytes (the types may differ).
+    // Every group of every matrix in one list, cut into chunks of about equal
+    // weight bytes (the types may differ), each cut at an even group of its
+    // matrix; the threads take the chunks in turn (as matmul_x8).
     struct segment {
         const weight_matrix* w;
         float* y;
@@ -305,20 +320,22 @@ void matmul_same_input(threadpool& pool, const weight_matrix* const* ws, float* 
         total_groups += ws[i]->n_out / kGroupRows;
         total_bytes += gb * (size_t)(ws[i]->n_out / kGroupRows);
     }
-    const int parts = pool.size();
-    std::vector<int64_t> bounds((size_t)parts + 1, total_groups);
-    bounds[0] = 0;
-    size_t done = 0;
-    int part = 1;
+    const size_t chunk_bytes = std::max<size_t>(1, total_bytes / ((size_t)pool.size() * kChunksPerThread));
+    std::vector<int64_t> bounds{0};
+    size_t since_cut = 0;
     for (const segment& sg : segs) {
         const int64_t groups = sg.w->n_out / kGroupRows;
-        for (int64_t g = 0; g < groups && part < parts; ++g, done += sg.group_bytes)
-            while (part < parts && done * (size_t)parts >= total_bytes * (size_t)part) bounds[(size_t)part++] = sg.first + g;
+        for (int64_t g = 0; g < groups; ++g, since_cut += sg.group_bytes)
+            if (g % 2 == 0 && since_cut >= chunk_bytes && sg.first + g > bounds.back()) {
+                bounds.push_back(sg.first + g);
+                since_cut = 0;
+            }
     }
-    pool.parallel_for(parts, [&](int64_t begin, int64_t end) {
-        for (int64_t p = begin; p < end; ++p) {
-            // The part's run of the list, matrix by matrix.
-            const int64_t lo = bounds[(size_t)p], hi = bounds[(size_t)p + 1];
+    bounds.push_back(total_groups);
+    pool.parallel_chunks((int64_t)bounds.size() - 1, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t c = begin; c < end; ++c) {
+            // The chunk's run of the list, matrix by matrix.
+            const int64_t lo = bounds[(size_t)c], hi = bounds[(size_t)c + 1];
             for (const segment& sg : segs) {
                 const int64_t first = std::max(lo, sg.first) - sg.first;
                 const int64_t last = std::min(hi, sg.first + sg.w->n_out / kGroupRows) - sg.first;
@@ -442,39 +459,37 @@ void attention(threadpool& pool, const float* q, const float* cache_k, int64_t k
     // read it, so each key tile and value row is loaded once for all of them;
     // jobs in the order KV head, row, so the keys and values of one KV head
     // (a few hundred KB) stay in each thread's L2 while the rows pass. Rows
-    // see more keys the later they come (causal), so each thread takes every
-    // parts-th job rather than a contiguous run: equal shares of the work,
-    // all threads on the same KV head at a time.
-    const int64_t jobs = n * n_head_kv, parts = std::min<int64_t>(pool.size(), jobs);
-    pool.parallel_for(parts, [&](int64_t part_begin, int64_t part_end) {
-        std::vector<float> scores;  // (group, n_keys)
-        for (int64_t part = part_begin; part < part_end; ++part) {
-            for (int64_t job = part; job < jobs; job += parts) {
-                const int64_t kvh = job / n, t = job % n;
-                const float* qv = q + t * q_stride + kvh * group * head_dim;  // the group's heads, in a row
-                float* o = out + t * q_stride + kvh * group * head_dim;
-                // The visible keys, in order: the cache, the new prefix, the row's group.
-                const int64_t spans[3][2] = {
-                    {0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
-                // Each span's tiled keys of this kv head, and its values' first row and row stride.
-                const float* keys[3] = {cache_k + kvh * key_head_stride, new_tiles + kvh * new_key_head_stride,
-                                        new_tiles + kvh * new_key_head_stride};
-                const float* vals[3] = {cache_v + kvh * value_head_stride, new_v + kvh * head_dim,
-                                        new_v + kvh * head_dim};
-                const int64_t strides[3] = {head_dim, kv_stride, kv_stride};
-                int64_t count[3], n_keys = 0;
-                for (int k = 0; k < 3; ++k) n_keys += count[k] = std::max<int64_t>(spans[k][1] - spans[k][0], 0);
-                scores.resize((size_t)(group * n_keys));
-                for (int64_t k = 0, at = 0; k < 3; at += count[k++])
-                    loops.attention->scores(qv, head_dim, (int)group, keys[k], spans[k][0],
-                                            spans[k][0] + count[k], head_dim, scores.data() + at, n_keys);
-                for (int64_t j = 0; j < group; ++j) loops.attention->softmax(scores.data() + j * n_keys, n_keys, scale);
-                std::fill(o, o + group * head_dim, 0.0f);
-                for (int64_t k = 0, at = 0; k < 3; at += count[k++])
-                    loops.attention->weighted_sum(scores.data() + at, n_keys, (int)group,
-                                                  vals[k] + spans[k][0] * strides[k], strides[k], count[k], o,
-                                                  head_dim, head_dim);
-            }
+    // see more keys the later they come (causal), so the jobs are handed out
+    // one at a time, in order, to whichever thread is free: all threads on
+    // the same KV head at a time, and none idle while another has work.
+    const int64_t jobs = n * n_head_kv;
+    pool.parallel_chunks(jobs, 1, [&](int64_t job_begin, int64_t job_end) {
+        thread_local std::vector<float> scores;  // (group, n_keys)
+        for (int64_t job = job_begin; job < job_end; ++job) {
+            const int64_t kvh = job / n, t = job % n;
+            const float* qv = q + t * q_stride + kvh * group * head_dim;  // the group's heads, in a row
+            float* o = out + t * q_stride + kvh * group * head_dim;
+            // The visible keys, in order: the cache, the new prefix, the row's group.
+            const int64_t spans[3][2] = {
+                {0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
+            // Each span's tiled keys of this kv head, and its values' first row and row stride.
+            const float* keys[3] = {cache_k + kvh * key_head_stride, new_tiles + kvh * new_key_head_stride,
+                                    new_tiles + kvh * new_key_head_stride};
+            const float* vals[3] = {cache_v + kvh * value_head_stride, new_v + kvh * head_dim,
+                                    new_v + kvh * head_dim};
+            const int64_t strides[3] = {head_dim, kv_stride, kv_stride};
+            int64_t count[3], n_keys = 0;
+            for (int k = 0; k < 3; ++k) n_keys += count[k] = std::max<int64_t>(spans[k][1] - spans[k][0], 0);
+            scores.resize((size_t)(group * n_keys));
+            for (int64_t k = 0, at = 0; k < 3; at += count[k++])
+                loops.attention->scores(qv, head_dim, (int)group, keys[k], spans[k][0],
+                                        spans[k][0] + count[k], head_dim, scores.data() + at, n_keys);
+            for (int64_t j = 0; j < group; ++j) loops.attention->softmax(scores.data() + j * n_keys, n_keys, scale);
+            std::fill(o, o + group * head_dim, 0.0f);
+            for (int64_t k = 0, at = 0; k < 3; at += count[k++])
+                loops.attention->weighted_sum(scores.data() + at, n_keys, (int)group,
+                                              vals[k] + spans[k][0] * strides[k], strides[k], count[k], o,
+                                              head_dim, head_dim);
         }
     });
 }

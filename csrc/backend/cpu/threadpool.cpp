@@ -86,4 +86,20 @@ void threadpool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     job_ = nullptr;
 }
 
+void threadpool::parallel_chunks(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+    if (n <= 0) return;
+    chunk = std::max<int64_t>(chunk, 1);
+    const int64_t n_chunks = (n + chunk - 1) / chunk;
+    if (n_threads_ == 1 || n_chunks == 1) {
+        for (int64_t c = 0; c < n_chunks; ++c) fn(c * chunk, std::min(n, (c + 1) * chunk));
+        return;
+    }
+    std::atomic<int64_t> next{0};
+    parallel_for(std::min<int64_t>(n_threads_, n_chunks), [&](int64_t, int64_t) {
+        for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
+             c = next.fetch_add(1, std::memory_order_relaxed))
+            fn(c * chunk, std::min(n, (c + 1) * chunk));
+    });
+}
+
 }  // namespace nld
