@@ -155,6 +155,21 @@ NLD_VNNI void q4_k_vnni(int64_t n, const void* wv, const void* x, size_t stride,
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(y + r * y_stride, sum[r]);
 }
 
+// -32 times each 16-element group's activation sum (bsums) of a Q8_K block,
+// as i32 at out[0..15]: where a Q6_K group's integer dot starts in
+// q6_k_pair, so that it is the dot of the values (stored + 32) rather than
+// of the stored bytes. (q6_k_vnni keeps q6_k_term's second sum: started
+// this way, GCC spills its 256-bit row sums: 4 rows in cache 90 -> 77
+// GMAC/s.)
+NLD_VNNI inline void q6_k_starts(const block_q8_k& xb, int32_t* out) {
+    for (int half = 0; half < 2; ++half) {
+        const __m256i bsums =
+            _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb.bsums + 8 * half)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * half),
+                            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(bsums, 5)));
+    }
+}
+
 // Each piece's four values unpacked once, from one load of each of its ql
 // and qh bytes (gemm_avx2.cpp's one-row stream schedule; here it also beats
 // unpacking per use for 2-4 rows).
@@ -415,50 +430,25 @@ NLD_VNNI512 inline __m512i q6_value16(__m512i low_bits, __m512i qh, int k) {
     return _mm512_or_si512(low_bits, _mm512_and_si512(placed, _mm512_set1_epi8(0x30)));
 }
 
-// acc + the i16 pair products of u with the i32 at p broadcast ({1to16}).
-NLD_VNNI512 inline __m512i dot2_at16(__m512i acc, __m512i u, const int16_t* p) {
-    using bytes4 = int32_t __attribute__((may_alias, aligned(1)));
-    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*reinterpret_cast<const bytes4*>(p)));
-    return acc;
-}
-
-// The weight side of two groups' Q6_K super-block terms, for all rows: the
-// scale d and the group scales as i16 pairs (scale_pairs[p], lane j: the
-// scales of groups 2p and 2p+1 of row j).
-struct q6_k_sides16 {
-    __m512 d;
-    __m512i scale_pairs[8];
-};
-
-NLD_VNNI512 inline q6_k_sides16 q6_k_sides(const block_q6_kx8& w0, const block_q6_kx8& w1) {
-    q6_k_sides16 s;
-    s.d = half16(w0.d, w1.d);
-    for (int p = 0; p < 8; ++p) {
-        // Groups 2p and 2p + 1 of each row, byte by byte: 8 i16 pairs per group of weight rows.
-        const int8_t* a = w0.scales + 16 * p;
-        const int8_t* c = w1.scales + 16 * p;
-        const __m128i pairs0 = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a)),
-                                                 _mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + 8)));
-        const __m128i pairs1 = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c)),
-                                                 _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8)));
-        s.scale_pairs[p] = _mm512_cvtepi8_epi16(_mm256_inserti128_si256(_mm256_castsi128_si256(pairs0), pairs1, 1));
-    }
-    return s;
-}
-
-// q6_k_term (x8_avx2.h) on 16 lanes, the offset summed by vpdpwssd against
-// the row's pairs of bsums broadcast from memory.
-NLD_VNNI512 inline __m512 q6_k_term16(const q6_k_sides16& s, const block_q8_k& xb, __m512i isum) {
-    __m512i offset = _mm512_setzero_si512();
-    for (int p = 0; p < 8; ++p) offset = dot2_at16(offset, s.scale_pairs[p], xb.bsums + 2 * p);
-    const __m512i total = _mm512_sub_epi32(isum, _mm512_slli_epi32(offset, 5));
-    return _mm512_mul_ps(_mm512_mul_ps(s.d, _mm512_set1_ps(xb.d)), _mm512_cvtepi32_ps(total));
+// The f32 term of two groups' Q6_K super-block for one row: the d of each
+// weight row times the row's d times the integer sum, which already holds
+// the -32 offset of the stored values (q6_k_pair), so it equals q6_k_term's
+// (x8_avx2.h) isum - 32 * offset.
+NLD_VNNI512 inline __m512 q6_k_term16(__m512 d, const block_q8_k& xb, __m512i total) {
+    return _mm512_mul_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb.d)), _mm512_cvtepi32_ps(total));
 }
 
 // Each 16-element group's four pieces are unpacked right before its rows
 // (loaded again from L1 for each k): fewer live registers than unpacking
 // a (h, g) set once for all k, which spills the row sums (Zen 4 VM, in
 // cache: 131 against 123 GMAC/s on one thread).
+// The stored values are q + 32 (0..63). Each group's integer dot starts
+// from -32 times the group's sum of activations (its bsum), so it is the dot
+// of q itself; its scale multiplies it as is. The sum over the super-block
+// is the integer q6_k_term computes as isum - 32 * sum(scale * bsum), so the
+// result is the same, without that second sum's 8 vpdpwssd per row, which
+// take the products' slots. (|dot of q| <= 16 * 32 * 127, times a scale of
+// at most 128, 16 groups: below 2^31.)
 template <int R>
 NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
     const block_q6_kx8* w0 = static_cast<const block_q6_kx8*>(wv);
@@ -468,7 +458,11 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
     for (int64_t b = 0; b < n / QK_K; ++b) {
         if (kPairPrefetchBytes > 0) prefetch_pair(w0, b, w1 - w0);
         __m512i isum[R];
-        for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+        alignas(64) int32_t start[R][QK_K / 16];
+        for (int r = 0; r < R; ++r) {
+            isum[r] = _mm512_setzero_si512();
+            q6_k_starts(act_row<block_q8_k>(x, stride, r)[b], start[r]);
+        }
         for (int h = 0; h < 2; ++h)
             for (int g = 0; g < 2; ++g)
                 for (int k = 0; k < 4; ++k) {
@@ -480,17 +474,18 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
                         const __m512i qh = load_pair(w0[b].qh + qh_at, w1[b].qh + qh_at);
                         q[i] = q6_value16(_mm512_and_si512(k < 2 ? ql : _mm512_srli_epi16(ql, 4), low4), qh, k);
                     }
-                    const int sc_at = 8 * (8 * h + 2 * k + g);
-                    const __m512i sc = _mm512_cvtepi8_epi32(bytes_pair(w0[b].scales + sc_at, w1[b].scales + sc_at));
+                    const int group = 8 * h + 2 * k + g;  // elements 16 * group ..
+                    const __m512i sc =
+                        _mm512_cvtepi8_epi32(bytes_pair(w0[b].scales + 8 * group, w1[b].scales + 8 * group));
                     for (int r = 0; r < R; ++r) {
-                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 128 * h + 32 * k + 16 * g;
-                        __m512i a = dot4_at16(_mm512_setzero_si512(), q[0], xq);
+                        const int8_t* xq = act_row<block_q8_k>(x, stride, r)[b].qs + 16 * group;
+                        __m512i a = dot4_at16(_mm512_set1_epi32(start[r][group]), q[0], xq);
                         for (int i = 1; i < 4; ++i) a = dot4_at16(a, q[i], xq + 4 * i);
                         isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(a, sc));
                     }
                 }
-        const q6_k_sides16 sides = q6_k_sides(w0[b], w1[b]);
-        for (int r = 0; r < R; ++r) sum.add(r, q6_k_term16(sides, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+        const __m512 d = half16(w0[b].d, w1[b].d);
+        for (int r = 0; r < R; ++r) sum.add(r, q6_k_term16(d, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
     }
     sum.store(y, y_stride);
 }
