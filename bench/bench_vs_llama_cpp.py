@@ -419,7 +419,8 @@ def main(argv: List[str] | None = None) -> None:
         "machine": machine, "llama_cpp_python": llama_cpp.__version__,
         "threads": args.threads, "runs": args.runs, "prefill_tokens": args.prefill,
         "prefill_runs": args.prefill_runs, "cache_tokens": args.cache, "blocks": list(BLOCKS),
-        "roofline": roofline, "roofline_probes": probes, "model_sizes": sizes, "files": {t: str(p) for t, p in files.items()},
+        "roofline": roofline, "roofline_probes": probes, "model_sizes": sizes,
+        "files": {t: str(p) for t, p in files.items()},
         "results": results}, indent=1) + "\n")
     print(f"wrote {out_json} and {out_md}")
 
