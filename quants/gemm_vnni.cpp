@@ -248,9 +248,14 @@ NLD_VNNI512 inline __m512 half16(const fp16_bits* a, const fp16_bits* b) {
     return _mm512_cvtph_ps(h);
 }
 
+// (dw * dx) * isum on 16 lanes: a block's f32 term (add_block, x8_avx2.h).
+NLD_VNNI512 inline __m512 block_term16(__m512 dw, float dx, __m512i isum) {
+    return _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(isum));
+}
+
 // add_block (x8_avx2.h) on 16 lanes.
 NLD_VNNI512 inline __m512 add_block16(__m512 sum, __m512 dw, float dx, __m512i isum) {
-    return _mm512_add_ps(sum, _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), _mm512_cvtepi32_ps(isum)));
+    return _mm512_add_ps(sum, block_term16(dw, dx, isum));
 }
 
 // The pair kernels read two groups at once, each as a stream: each asks
@@ -430,14 +435,6 @@ NLD_VNNI512 inline __m512i q6_value16(__m512i low_bits, __m512i qh, int k) {
     return _mm512_or_si512(low_bits, _mm512_and_si512(placed, _mm512_set1_epi8(0x30)));
 }
 
-// The f32 term of two groups' Q6_K super-block for one row: the d of each
-// weight row times the row's d times the integer sum, which already holds
-// the -32 offset of the stored values (q6_k_pair), so it equals q6_k_term's
-// (x8_avx2.h) isum - 32 * offset.
-NLD_VNNI512 inline __m512 q6_k_term16(__m512 d, const block_q8_k& xb, __m512i total) {
-    return _mm512_mul_ps(_mm512_mul_ps(d, _mm512_set1_ps(xb.d)), _mm512_cvtepi32_ps(total));
-}
-
 // Each 16-element group's four pieces are unpacked right before its rows
 // (loaded again from L1 for each k): fewer live registers than unpacking
 // a (h, g) set once for all k, which spills the row sums (Zen 4 VM, in
@@ -446,8 +443,9 @@ NLD_VNNI512 inline __m512 q6_k_term16(__m512 d, const block_q8_k& xb, __m512i to
 // from -32 times the group's sum of activations (its bsum), so it is the dot
 // of q itself; its scale multiplies it as is. The sum over the super-block
 // is the integer q6_k_term computes as isum - 32 * sum(scale * bsum), so the
-// result is the same, without that second sum's 8 vpdpwssd per row, which
-// take the products' slots. (|dot of q| <= 16 * 32 * 127, times a scale of
+// result is the same (its f32 term is then block_term16 of that integer),
+// without that second sum's 8 vpdpwssd per row, which take the products'
+// slots. (|dot of q| <= 16 * 32 * 127, times a scale of
 // at most 128, 16 groups: below 2^31.)
 template <int R>
 NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stride, float* y, int64_t y_stride) {
@@ -485,7 +483,7 @@ NLD_VNNI512 void q6_k_pair(int64_t n, const void* wv, const void* x, size_t stri
                     }
                 }
         const __m512 d = half16(w0[b].d, w1[b].d);
-        for (int r = 0; r < R; ++r) sum.add(r, q6_k_term16(d, act_row<block_q8_k>(x, stride, r)[b], isum[r]));
+        for (int r = 0; r < R; ++r) sum.add(r, block_term16(d, act_row<block_q8_k>(x, stride, r)[b].d, isum[r]));
     }
     sum.store(y, y_stride);
 }
