@@ -37,7 +37,7 @@ void scores_plain(const float* q, int64_t q_step, int heads, const float* keys, 
     for (int j = 0; j < heads; ++j)
         for (int64_t s = begin; s < end; ++s) {
             float sum = 0.0f;
-            for (int64_t d = 0; d < n; ++d) sum += q[j * q_step + d] * keys[key_tile_offset(s, d, n)];
+            for (int64_t d = 0; d < n; ++d) sum = std::fma(q[j * q_step + d], keys[key_tile_offset(s, d, n)], sum);
             out[j * out_step + s - begin] = sum;
         }
 }
@@ -46,7 +46,8 @@ void weighted_plain(const float* p, int64_t p_step, int heads, const float* v, i
                     float* out, int64_t out_step, int64_t n) {
     for (int j = 0; j < heads; ++j)
         for (int64_t s = 0; s < rows; ++s)
-            for (int64_t d = 0; d < n; ++d) out[j * out_step + d] += p[j * p_step + s] * v[s * v_stride + d];
+            for (int64_t d = 0; d < n; ++d)
+                out[j * out_step + d] = std::fma(p[j * p_step + s], v[s * v_stride + d], out[j * out_step + d]);
 }
 
 void softmax_plain(float* s, int64_t n, float scale) {

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>  // std::fma
 
 // GCC 12's AVX-512 headers pass an uninitialized "undefined" vector to the
 // masked builtins behind plain intrinsics (_mm512_shuffle_f32x4, ...), which
@@ -23,7 +24,7 @@
 namespace nld {
 
 namespace avx2_loops {
-#define NLD_ATTN_TARGET __attribute__((target("avx2")))
+#define NLD_ATTN_TARGET __attribute__((target("avx2,fma")))
 #define NLD_ATTN_HEADS 2
 #include "backend/cpu/attention_loops.inc"
 #undef NLD_ATTN_TARGET
@@ -31,7 +32,7 @@ namespace avx2_loops {
 }  // namespace avx2_loops
 
 namespace avx512_loops {
-#define NLD_ATTN_TARGET __attribute__((target("avx2,avx512f,avx512vl")))
+#define NLD_ATTN_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl")))
 #define NLD_ATTN_HEADS 4
 #define NLD_ATTN_ZMM
 #include "backend/cpu/attention_loops.inc"

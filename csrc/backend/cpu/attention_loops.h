@@ -15,13 +15,15 @@ namespace nld {
 
 struct attention_loops {
     // out[j * out_step + s - begin] = sum over d < n, in order, of
-    // q[j * q_step + d] * key (s, d), a multiply then an add each, for heads
+    // q[j * q_step + d] * key (s, d), each a fused multiply-add (one
+    // rounding: sum = fma(q, key, sum), from 0), for heads
     // j < n_heads and keys begin <= s < end; keys: one head's tiled keys
     // (kv_cache's layout: key (s, d) at key_tile_offset(s, d, n)).
     void (*scores)(const float* q, int64_t q_step, int n_heads, const float* keys, int64_t begin, int64_t end,
                    int64_t n, float* out, int64_t out_step);
     // out + j * out_step += sum over s < rows, in order, of
-    // p[j * p_step + s] * (v + s * v_stride), n values, for heads j < n_heads.
+    // p[j * p_step + s] * (v + s * v_stride), n values, for heads j < n_heads:
+    // each step out = fma(p, v, out).
     void (*weighted_sum)(const float* p, int64_t p_step, int n_heads, const float* v, int64_t v_stride, int64_t rows,
                          float* out, int64_t out_step, int64_t n);
     // s[0..n) <- softmax(scale * s) in place (ops.cpp's softmax_f32 order).

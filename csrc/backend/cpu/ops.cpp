@@ -74,9 +74,9 @@ static float dot_f32(const float* a, const float* b, int64_t n) {
     return total;
 }
 
-// out += p * v (a multiply and an add per element, as the AVX2 version).
+// out += p * v, one fused multiply-add per element (as the SIMD versions).
 static void axpy_f32(float p, const float* v, float* out, int64_t n) {
-    for (int64_t d = 0; d < n; ++d) out[d] += p * v[d];
+    for (int64_t d = 0; d < n; ++d) out[d] = std::fma(p, v[d], out[d]);
 }
 
 // axpy_f32 for rows s = 0..rows-1 in order: out += p[s] * (v + s * stride).
@@ -84,14 +84,14 @@ static void axpy_rows_f32(const float* p, const float* v, int64_t stride, int64_
     for (int64_t s = 0; s < rows; ++s) axpy_f32(p[s], v + s * stride, out, n);
 }
 
-// The reference attention_loops: heads one by one, each score a sum over the
-// dimensions in order, an axpy_f32 per value row.
+// The reference attention_loops: heads one by one, each score a sum of fused
+// multiply-adds over the dimensions in order, an axpy_f32 per value row.
 static void scores_f32(const float* q, int64_t q_step, int n_heads, const float* keys, int64_t begin, int64_t end,
                        int64_t n, float* out, int64_t out_step) {
     for (int j = 0; j < n_heads; ++j)
         for (int64_t s = begin; s < end; ++s) {
             float sum = 0.0f;
-            for (int64_t d = 0; d < n; ++d) sum += q[j * q_step + d] * keys[key_tile_offset(s, d, n)];
+            for (int64_t d = 0; d < n; ++d) sum = std::fma(q[j * q_step + d], keys[key_tile_offset(s, d, n)], sum);
             out[j * out_step + s - begin] = sum;
         }
 }
