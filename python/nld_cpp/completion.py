@@ -45,6 +45,7 @@ class _StopScanner:
         self.stops = stops
         self.pending = ""
         self.hit = False
+        self.word: Optional[str] = None
 
     def feed(self, text: str) -> str:
         """Add decoded text; return what is safe to show now."""
@@ -52,8 +53,9 @@ class _StopScanner:
         if not self.stops:
             out, self.pending = self.pending, ""
             return out
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s in self.stops for i in [self.pending.find(s)] if i >= 0]
+        if found:
+            cut, self.word = min(found)
             out, self.pending, self.hit = self.pending[:cut], "", True
             return out
         hold = 0
@@ -112,7 +114,8 @@ class CompletionMixin:
 
     def cancel(self) -> None:
         """End the running generation (callable from any thread)."""
-        active = self._active
+        ref = self._active
+        active = ref() if ref is not None else None
         if active is not None:
             active.cancel()
 
@@ -122,25 +125,30 @@ class CompletionMixin:
         "diffusion", "spec", "spec-quadratic"), max_tokens (default 128),
         block_length, threshold, temperature (default 0.8; 0 is greedy),
         top_k (40), top_p (0.95), stop (strings), seed, use_lora,
-        max_thinking_tokens. Returns a "text_completion" dict, or an iterator
-        of them with stream=True."""
+        max_thinking_tokens, ignore_eos, canvas (with stream=True, block modes
+        also stream each step's block as a chunk with empty text and
+        nld.canvas, see canvas_view). Returns a "text_completion" dict, or
+        an iterator of them with stream=True."""
         ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         chunks = self._run(ids, kwargs, think_end=None)
         ident, created, name = f"cmpl-{uuid.uuid4().hex}", int(time.time()), self.model_path
 
-        def shaped(text: str, finish: Optional[str], stats: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        def shaped(text: str, finish: Optional[str], stats: Optional[Dict[str, Any]],
+                   canvas: Optional[Dict[str, Any]]) -> Dict[str, Any]:
             out = {"id": ident, "object": "text_completion", "created": created, "model": name,
                    "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}]}
             if stats is not None:
                 out["usage"], out["nld"] = stats.pop("usage"), stats
+            elif canvas is not None:
+                out["nld"] = {"canvas": canvas}
             return out
 
         if stream:
-            return (shaped(text, finish, stats) for text, _, finish, stats in chunks)
+            return (shaped(text, finish, stats, canvas) for text, _, finish, stats, canvas in chunks)
         text, finish, stats = "", None, None
-        for piece, _, finish, stats in chunks:
+        for piece, _, finish, stats, _ in chunks:
             text += piece
-        return shaped(text, finish, stats)
+        return shaped(text, finish, stats, None)
 
     __call__ = create_completion
 
@@ -153,27 +161,36 @@ class CompletionMixin:
         `</think>` comes back as "reasoning_content"."""
         text = self.apply_chat_template(messages, True, enable_thinking, chat_format, chat_template)
         think_end = self.tokenizer.token_id("</think>") if enable_thinking else None
-        chunks = self._run(self.tokenize(text), kwargs, think_end=think_end)
+        return self._chat_completion(self.tokenize(text), think_end, stream, kwargs)
+
+    chat = create_chat_completion
+
+    def _chat_completion(self, ids: List[int], think_end: Optional[int], stream: bool, kwargs: Dict[str, Any]) -> Any:
+        """The answer to a rendered, tokenized conversation (think_end: the
+        </think> id when thinking is on)."""
+        chunks = self._run(ids, kwargs, think_end=think_end)
         ident, created, name = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.model_path
 
         if stream:
             def gen() -> Iterator[Dict[str, Any]]:
                 yield {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
                        "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
-                for piece, reasoning, finish, stats in chunks:
+                for piece, reasoning, finish, stats, canvas in chunks:
                     delta = {}
                     if piece:
                         delta["reasoning_content" if reasoning else "content"] = piece
-                    if not delta and finish is None:
+                    if not delta and finish is None and canvas is None:
                         continue
                     out = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name,
                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
                     if stats is not None:
                         out["usage"], out["nld"] = stats.pop("usage"), stats
+                    elif canvas is not None:
+                        out["nld"] = {"canvas": canvas}
                     yield out
             return gen()
         content, reasoning_text, finish, stats = "", "", None, None
-        for piece, reasoning, finish, stats in chunks:
+        for piece, reasoning, finish, stats, _ in chunks:
             if reasoning:
                 reasoning_text += piece
             else:
@@ -186,12 +203,11 @@ class CompletionMixin:
                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                 "usage": stats.pop("usage"), "nld": stats}
 
-    chat = create_chat_completion
-
     # -- the shared loop ---------------------------------------------------------
     def _run(self, ids: List[int], kwargs: Dict[str, Any], think_end: Optional[int]) -> Iterator[tuple]:
         """Validates now, generates lazily: yields (text, is_reasoning,
-        finish_reason or None, stats or None) pieces; the last has both."""
+        finish_reason or None, stats or None, canvas or None) pieces; the
+        last has finish_reason and stats, canvas pieces have no text."""
         kw = dict(kwargs)
         stops = _stop_list(kw.pop("stop", None))
         seed = kw.pop("seed", None)
@@ -200,7 +216,9 @@ class CompletionMixin:
         params = dict(mode=kw.pop("mode", "ar"), max_tokens=kw.pop("max_tokens", 128),
                       temperature=kw.pop("temperature", 0.8), top_k=kw.pop("top_k", 40), top_p=kw.pop("top_p", 0.95),
                       block_length=kw.pop("block_length", None), threshold=kw.pop("threshold", None), seed=seed,
-                      use_lora=kw.pop("use_lora", True), max_thinking_tokens=kw.pop("max_thinking_tokens", None))
+                      use_lora=kw.pop("use_lora", True), max_thinking_tokens=kw.pop("max_thinking_tokens", None),
+                      ignore_eos=kw.pop("ignore_eos", False))
+        canvas = bool(kw.pop("canvas", False))
         if kw:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kw))}")
         if params["max_thinking_tokens"] is not None:
@@ -208,10 +226,17 @@ class CompletionMixin:
         if not ids:
             raise ValueError("the prompt is empty")
         generator = self.generate_steps(ids, **params)  # type: ignore[attr-defined]
-        return self._pieces(generator, ids, stops, think_end, params)
+        return self._pieces(generator, ids, stops, think_end, params, canvas)
+
+    def canvas_view(self, canvas: Sequence[int], step: int) -> Dict[str, Any]:
+        """A block canvas for a user interface: its token ids and the text of
+        each position, None where the position is still masked."""
+        mask = self.info.mask_token_id  # type: ignore[attr-defined]
+        tok = self.tokenizer
+        return {"step": step, "tokens": list(canvas), "pieces": [None if t == mask else tok.decode([t]) for t in canvas]}
 
     def _pieces(self, generator: Any, ids: List[int], stops: List[str], think_end: Optional[int],
-                params: Dict[str, Any]) -> Iterator[tuple]:
+                params: Dict[str, Any], canvas: bool) -> Iterator[tuple]:
         decoder = self.tokenizer.stream(skip_special_tokens=True)
         scanner = _StopScanner(stops)
         reasoning = think_end is not None
@@ -219,13 +244,15 @@ class CompletionMixin:
         accepted: List[int] = []
         t0 = time.perf_counter()
         first: Optional[float] = None
-        finish, n_forwards = "length", 0
-        self._active = generator
+        finish, n_forwards, n_steps, stop_type = "length", 0, 0, "limit"
         try:
             for step in generator:
                 n_forwards = step.n_forwards
+                n_steps += 1
                 if step.accepted is not None:
                     accepted.append(step.accepted)
+                if canvas and step.canvas is not None and step.finish_reason is None:
+                    yield "", reasoning, None, None, self.canvas_view(step.canvas, n_steps)
                 for t in step.tokens:
                     tokens.append(t)
                     if first is None:
@@ -233,22 +260,22 @@ class CompletionMixin:
                     if reasoning and t == think_end:  # reasoning ends: flush it, switch to the answer
                         text = scanner.feed(decoder.flush()) + scanner.finish()
                         if text:
-                            yield text, True, None, None
+                            yield text, True, None, None, None
                         reasoning = False
                         continue
                     text = scanner.feed(decoder.push(t))
                     if text:
-                        yield text, reasoning, None, None
+                        yield text, reasoning, None, None, None
                     if scanner.hit:
                         break
                 if scanner.hit:
                     generator.cancel()
-                    finish = "stop"
+                    finish, stop_type = "stop", "word"
                     break
                 if step.finish_reason is not None:
                     finish = FINISH_REASONS[step.finish_reason]
+                    stop_type = {"stop": "eos", "cancelled": "cancelled"}.get(step.finish_reason, "limit")
         finally:
-            self._active = None
             generator.close()
         tail = "" if scanner.hit else scanner.feed(decoder.flush()) + scanner.finish()
         wall = time.perf_counter() - t0
@@ -257,5 +284,10 @@ class CompletionMixin:
                  "mode": params["mode"], "forwards": n_forwards,
                  "tokens_per_forward": len(tokens) / n_forwards if n_forwards else 0.0,
                  "accepted_lengths": accepted, "time_to_first_token_s": first, "total_s": wall,
-                 "tokens_per_s": len(tokens) / wall if wall > 0 else 0.0, "seed": params["seed"]}
-        yield tail, reasoning, finish, stats
+                 "tokens_per_s": len(tokens) / wall if wall > 0 else 0.0, "seed": params["seed"],
+                 "stop_type": stop_type, "stopping_word": scanner.word,
+                 "draft_tokens": len(accepted) * (self._block_length(params) - 1), "tokens": tokens}
+        yield tail, reasoning, finish, stats, None
+
+    def _block_length(self, params: Dict[str, Any]) -> int:
+        return int(params["block_length"] or self.info.block_size)  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -90,25 +90,41 @@ def generation_params(*, mode: str, max_tokens: int, block_length: int | None, t
 
 class Generator:
     """One running generation; iterate it for steps. cancel() may be called
-    from another thread; the generation then ends within one step."""
+    from another thread; the generation then ends within one step.
+    ``on_close`` runs once when the generation ends, is closed or is
+    collected (the Model releases its context there)."""
 
-    def __init__(self, ctx: Any, prompt: np.ndarray, params: Any, keep_alive: Any):
+    def __init__(self, ctx: Any, prompt: np.ndarray, params: Any, keep_alive: Any,
+                 on_close: Callable[[], None] = lambda: None):
         self._keep_alive = keep_alive  # the params' stop buffer and the owning Model
+        self._on_close: Callable[[], None] | None = on_close
+        self._gen = None
         out = ffi.new("nld_generator **")
-        check(lib.nld_generator_create(ctx, ffi.from_buffer("int32_t[]", prompt), len(prompt), ffi.addressof(params),
-                                       out))
+        try:
+            check(lib.nld_generator_create(ctx, ffi.from_buffer("int32_t[]", prompt), len(prompt),
+                                           ffi.addressof(params), out))
+        except BaseException:
+            self.close()
+            raise
         self._gen = ffi.gc(out[0], lib.nld_generator_free)
         self._step = ffi.new("nld_step *")
         self._done = False
 
     def cancel(self) -> None:
-        if self._gen is not None:
-            lib.nld_generator_cancel(self._gen)
+        gen = self._gen
+        if gen is not None:
+            lib.nld_generator_cancel(gen)
 
     def close(self) -> None:
         if self._gen is not None:
             gen, self._gen = self._gen, None
             ffi.release(gen)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def __del__(self) -> None:
+        self.close()
 
     def __iter__(self) -> "Generator":
         return self

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import weakref
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -45,11 +47,51 @@ class ModelInfo:
     lora_rank: int
 
 
-def _free_handles(model: Any, ctx: Any) -> None:
-    if ctx is not None:
-        lib.nld_context_free(ctx)
-    if model is not None:
-        lib.nld_model_free(model)
+def _free_model(model: Any) -> None:
+    lib.nld_model_free(model)
+
+
+def _free_context(ctx: Any, weights: "_Weights") -> None:
+    lib.nld_context_free(ctx)  # `weights` rides along: the model is freed only after its last context
+
+
+class _Weights:
+    """Owns a loaded nld_model; every context made from it holds a reference,
+    so the model is freed after the last of them."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self._free = weakref.finalize(self, _free_model, handle)
+
+
+class _Busy:
+    """Serializes the calls that use one context (forward, truncate, a
+    generation from its start to its end). A call from another thread waits
+    for the running one; a call from the thread whose generation is still
+    open raises instead of waiting for itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def acquire(self, what: str) -> None:
+        if self._owner == threading.get_ident():
+            raise RuntimeError(f"{what}: this Model's generation on this thread is still open; "
+                               "iterate it to the end or close it first")
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+
+    def release(self) -> None:
+        self._owner = None
+        self._lock.release()
+
+    @contextlib.contextmanager
+    def held(self, what: str) -> Iterator[None]:
+        self.acquire(what)
+        try:
+            yield
+        finally:
+            self.release()
 
 
 def _as_tokens(tokens: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
@@ -72,19 +114,48 @@ class Model(CompletionMixin):
     (None: a fresh random seed per call); ``lora_path`` is the drafter adapter
     for self-speculation (None: the ``<model>.lora.gguf`` beside the model
     when present; "": none). Use as a context manager or call :meth:`close`;
-    any use after close raises. A Model is not safe to use from two threads
-    at once, except :meth:`cancel`.
+    any use after close raises. :meth:`new_context` gives another Model over
+    the same weights with a cache of its own.
+
+    Threads: calls that use the cache (forward, truncate, a generation from
+    its creation to its end or close) are serialized: a call from a second
+    thread waits until the running one is done, so every answer is the one it
+    would be alone. :meth:`cancel` never waits.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 0, n_threads: int = 0,
-                 seed: int | None = None, lora_path: str | os.PathLike[str] | None = None, verbose: bool = False):
+                 seed: int | None = None, lora_path: str | os.PathLike[str] | None = None, verbose: bool = False,
+                 _weights: "_Weights | None" = None):
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.default_seed = None if seed is None else int(seed)
-        self._model: Any = None
         self._ctx: Any = None
         self._release: Any = lambda: None
+        self._busy = _Busy()
         path = os.fspath(model_path)
+        self._weights = _weights if _weights is not None else self._load(path, n_threads, lora_path)
+        self._model = self._weights.handle
+        cparams = lib.nld_context_default_params()
+        cparams.n_ctx = int(n_ctx)
+        cparams.n_threads = int(n_threads)
+        out_ctx = ffi.new("nld_context **")
+        try:
+            check(lib.nld_context_create(self._model, ffi.addressof(cparams), out_ctx))
+        except BaseException:
+            self.close()
+            raise
+        self._ctx = out_ctx[0]
+        self._release = weakref.finalize(self, _free_context, self._ctx, self._weights)
+        self.model_path = path
+        raw = ffi.new("nld_model_info *")
+        check(lib.nld_model_get_info(self._model, raw))
+        self.info = ModelInfo(**{f.name: (bool(getattr(raw, f.name)) if f.type == "bool" else getattr(raw, f.name))
+                                 for f in fields(ModelInfo)})
+        if verbose:
+            print(f"nld_cpp: loaded {path}: {self.info}")
+
+    @staticmethod
+    def _load(path: str, n_threads: int, lora_path: str | os.PathLike[str] | None) -> _Weights:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"model file not found: {path}")
         mparams = lib.nld_model_default_params()
@@ -97,35 +168,37 @@ class Model(CompletionMixin):
             check(lib.nld_model_load(os.fsencode(path), ffi.addressof(mparams), out_model))
         except NldError as exc:
             raise NldError(exc.status, f"cannot load {path}: {exc}") from None
-        self._model = out_model[0]
-        self._release = weakref.finalize(self, _free_handles, self._model, None)
-        cparams = lib.nld_context_default_params()
-        cparams.n_ctx = int(n_ctx)
-        cparams.n_threads = int(n_threads)
-        out_ctx = ffi.new("nld_context **")
-        try:
-            check(lib.nld_context_create(self._model, ffi.addressof(cparams), out_ctx))
-        except BaseException:
-            self.close()
-            raise
-        self._ctx = out_ctx[0]
-        # One finalizer frees both, context first (it was made from the model).
-        self._release.detach()
-        self._release = weakref.finalize(self, _free_handles, self._model, self._ctx)
-        self.model_path = path
-        raw = ffi.new("nld_model_info *")
-        check(lib.nld_model_get_info(self._model, raw))
-        self.info = ModelInfo(**{f.name: (bool(getattr(raw, f.name)) if f.type == "bool" else getattr(raw, f.name))
-                                 for f in fields(ModelInfo)})
-        if verbose:
-            print(f"nld_cpp: loaded {path}: {self.info}")
+        return _Weights(out_model[0])
+
+    def new_context(self, *, n_ctx: int = 0, n_threads: int = 0, seed: int | None = None) -> "Model":
+        """Another Model over these weights (in memory once) with its own KV
+        cache, for a second conversation or a server slot. Each one closes on
+        its own; the weights are freed with the last of them."""
+        self._live()
+        other = Model(self.model_path, n_ctx=n_ctx, n_threads=n_threads,
+                      seed=self.default_seed if seed is None else seed, _weights=self._weights)
+        other._tokenizer_obj, other._template_obj = self._tokenizer_obj, self._template_obj
+        return other
 
     # -- lifetime -------------------------------------------------------
     def close(self) -> None:
-        """Free the context and the model. Idempotent."""
+        """Free the context (and the model, if no other context uses it).
+        Idempotent. A generation running on another thread is cancelled and
+        waited for first."""
+        if self._ctx is not None:
+            self.cancel()
+            try:
+                self._busy.acquire("close")
+            except RuntimeError:  # this thread's own open generation: end it first
+                active = self._active() if self._active is not None else None
+                if active is not None:
+                    active.close()
+                self._busy.acquire("close")
+            self._busy.release()
         self._ctx = None
         self._model = None
         self._release()
+        self._weights = None
 
     def __enter__(self) -> "Model":
         return self
@@ -176,7 +249,7 @@ class Model(CompletionMixin):
         float32 array (rows, n_vocab) with rows per ``logits``: "all", "last"
         or "none" (an empty array).
         """
-        ctx = self._live()
+        self._live()
         if kind not in _ATTENTION:
             raise ValueError(f"kind must be one of {sorted(_ATTENTION)}, got {kind!r}")
         if logits not in _LOGITS:
@@ -187,13 +260,15 @@ class Model(CompletionMixin):
         params = lib.nld_forward_default_params()
         params.attention = _ATTENTION[kind]
         params.logits = _LOGITS[logits]
-        check(lib.nld_context_forward(ctx, ffi.from_buffer("int32_t[]", toks), len(toks), ffi.addressof(params),
-                                      ffi.from_buffer("float[]", out), out.size))
+        with self._busy.held("forward"):
+            check(lib.nld_context_forward(self._live(), ffi.from_buffer("int32_t[]", toks), len(toks),
+                                          ffi.addressof(params), ffi.from_buffer("float[]", out), out.size))
         return out
 
     def truncate(self, n_keep: int) -> None:
         """Drop cached tokens from position n_keep on."""
-        check(lib.nld_context_truncate(self._live(), int(n_keep)))
+        with self._busy.held("truncate"):
+            check(lib.nld_context_truncate(self._live(), int(n_keep)))
 
     def generate_steps(self, prompt: Sequence[int] | np.ndarray, *, mode: str = "ar", max_tokens: int = 256,
                        block_length: int | None = None, threshold: float | None = None, temperature: float = 0.0,
@@ -217,7 +292,20 @@ class Model(CompletionMixin):
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_tokens=stop_tokens,
             max_thinking_tokens=max_thinking_tokens, think_end_token=think_end_token, use_lora=use_lora,
             ignore_eos=ignore_eos)
-        return Generator(ctx, toks, params, keep_alive=(stop_buf, self))
+        self._busy.acquire("generate")
+        try:
+            ctx = self._live()  # closed while this call waited?
+        except BaseException:
+            self._busy.release()
+            raise
+
+        def done() -> None:
+            self._active = None
+            self._busy.release()
+
+        gen = Generator(ctx, toks, params, keep_alive=(stop_buf, self), on_close=done)  # calls done() if it fails
+        self._active = weakref.ref(gen)
+        return gen
 
     def generate(self, prompt: Sequence[int] | np.ndarray, **kwargs: Any) -> GenerationResult:
         """Run a generation to the end (same arguments as generate_steps);
