@@ -1,0 +1,185 @@
+"""llama-server's native routes with a plain HTTP client: /completion (its
+stream ends without [DONE]), /tokenize with pieces, /detokenize,
+/apply-template against the Python API, /props, /slots, /health, and
+/metrics counters that rise by what each request did."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from nld_cpp import Model
+from nld_cpp.models import default_model_path
+
+from server_util import running_server, sse_events
+
+pytestmark = pytest.mark.server
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Repeat: The dog sleeps on the warm mat."}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(["--metrics", "-np", "2"], log_dir=tmp_path_factory.mktemp("srv")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def local():
+    with Model(default_model_path()) as model:
+        yield model
+
+
+def metric(server, name: str, mode: str = "") -> float:
+    status, _, body = server.request("GET", "/metrics")
+    assert status == 200
+    label = f'{{mode="{mode}"}}' if mode else ""
+    m = re.search(rf"^{re.escape(name + label)} (\S+)$", body.decode(), re.M)
+    assert m, f"{name}{label} missing from /metrics"
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("mode", ["ar", "diffusion", "spec", "spec-quadratic"])
+def test_completion_matches_python_api(server, local, mode):
+    prompt = local.apply_chat_template(CHAT)
+    want = local.create_completion(prompt, mode=mode, max_tokens=20, temperature=0)
+    status, got = server.json("POST", "/completion", {"prompt": prompt, "n_predict": 20, "temperature": 0,
+                                                      "mode": mode})
+    assert status == 200, got
+    assert got["content"] == want["choices"][0]["text"] and got["stop"] is True
+    assert got["tokens"] == want["nld"]["tokens"]
+    assert local.detokenize(got["tokens"]) == got["content"]
+    assert got["tokens_predicted"] == len(got["tokens"]) and got["tokens_evaluated"] == len(local.tokenize(prompt))
+    assert got["stop_type"] == {"stop": "eos", "length": "limit"}[want["choices"][0]["finish_reason"]]
+    t = got["timings"]
+    assert t["predicted_n"] == got["tokens_predicted"] and t["prompt_n"] + t["cache_n"] == got["tokens_evaluated"]
+    assert got["generation_settings"]["mode"] == mode and got["nld"]["forwards"] == want["nld"]["forwards"]
+    assert ("draft_n" in t) == mode.startswith("spec")
+
+
+def test_completion_stream_has_no_done_marker(server, local):
+    prompt = local.apply_chat_template(CHAT)
+    status, headers, body = server.request("POST", "/completion", {"prompt": prompt, "n_predict": 12,
+                                                                   "temperature": 0, "stream": True})
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = sse_events(body)
+    assert "[DONE]" not in events
+    chunks = [json.loads(e) for e in events]
+    assert [c["stop"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    text = "".join(c["content"] for c in chunks)
+    want = local.create_completion(prompt, max_tokens=12, temperature=0)["choices"][0]["text"]
+    assert text == want and "timings" in chunks[-1]
+
+
+def test_completion_stop_word_and_token_prompt(server, local):
+    prompt = local.apply_chat_template(CHAT)
+    full = local.create_completion(prompt, max_tokens=20, temperature=0)["choices"][0]["text"]
+    word = full.split()[1]
+    status, got = server.json("POST", "/completion", {"prompt": local.tokenize(prompt), "n_predict": 20,
+                                                      "temperature": 0, "stop": [word]})
+    assert status == 200 and got["stop_type"] == "word" and got["stopping_word"] == word
+    assert got["content"] == full[:full.index(word)]
+    status, got = server.json("POST", "/completion", {"prompt": prompt, "n_predict": 3, "temperature": 0,
+                                                      "ignore_eos": True})
+    assert got["stop_type"] == "limit" and got["tokens_predicted"] == 3
+
+
+def test_diffusion_canvas_stream(server, local):
+    """With canvas, the stream carries the block after each denoising step:
+    mask positions as null, decided ones as text, more decided each time."""
+    prompt = local.apply_chat_template([{"role": "user", "content": "Repeat: The dog sleeps on the warm mat."}])
+    status, _, body = server.request("POST", "/completion", {"prompt": prompt, "n_predict": 32, "temperature": 0,
+                                                             "mode": "diffusion", "canvas": True, "stream": True})
+    assert status == 200
+    chunks = [json.loads(e) for e in sse_events(body)]
+    canvases = [c["nld"]["canvas"] for c in chunks if "canvas" in c.get("nld", {})]
+    assert len(canvases) >= 3
+    block = local.info.block_size
+    for cv in canvases:
+        assert len(cv["tokens"]) == len(cv["pieces"]) == block
+        for t, p in zip(cv["tokens"], cv["pieces"]):
+            assert (p is None) == (t == local.info.mask_token_id)
+            if p is not None:
+                assert p == local.detokenize([t])
+    assert any(None in cv["pieces"] for cv in canvases)
+    assert [cv["step"] for cv in canvases] == sorted(cv["step"] for cv in canvases)
+    text = "".join(c["content"] for c in chunks)
+    want = local.create_completion(prompt, max_tokens=32, temperature=0, mode="diffusion")["choices"][0]["text"]
+    assert text == want
+
+
+def test_tokenize_and_detokenize(server, local):
+    text = "<|im_start|>user\nhello wörld ☃<|im_end|>"
+    status, got = server.json("POST", "/tokenize", {"content": text})
+    assert status == 200 and got["tokens"] == local.tokenize(text)
+    status, got = server.json("POST", "/tokenize", {"content": text, "with_pieces": True})
+    ids = local.tokenize(text)
+    assert [p["id"] for p in got["tokens"]] == ids
+    rebuilt = b"".join(bytes(p["piece"]) if isinstance(p["piece"], list) else p["piece"].encode()
+                       for p in got["tokens"])
+    assert rebuilt == b"".join(local.tokenizer.token_bytes(t) for t in ids)
+    assert rebuilt.decode() == text
+    status, got = server.json("POST", "/detokenize", {"tokens": ids})
+    assert status == 200 and got["content"] == text
+    status, got = server.json("POST", "/tokenize", {"content": "hi", "add_special": True})
+    assert got["tokens"] == local.tokenize("hi", add_special_tokens=True)
+
+
+def test_apply_template_equals_python_api(server, local):
+    status, got = server.json("POST", "/apply-template", {"messages": CHAT})
+    assert status == 200 and got["prompt"] == local.apply_chat_template(CHAT)
+    status, got = server.json("POST", "/apply-template", {"messages": CHAT, "enable_thinking": True})
+    assert got["prompt"] == local.apply_chat_template(CHAT, enable_thinking=True)
+
+
+def test_health_props_slots(server, local):
+    assert server.json("GET", "/health") == (200, {"status": "ok"})
+    status, props = server.json("GET", "/props")
+    assert status == 200 and props["total_slots"] == 2
+    assert props["default_generation_settings"]["n_ctx"] == local.n_ctx
+    assert props["chat_template"] == local.metadata_string("tokenizer.chat_template")
+    assert props["nld"]["block_size"] == local.info.block_size and "diffusion" in props["nld"]["modes"]
+    status, slots = server.json("GET", "/slots")
+    assert status == 200 and [s["id"] for s in slots] == [0, 1]
+    assert all(s["n_ctx"] == local.n_ctx and s["is_processing"] is False for s in slots)
+
+
+def test_a_second_turn_returns_to_its_slot(server, local):
+    """A follow-up turn takes the slot whose cache holds its history."""
+    first = [{"role": "user", "content": "Copy: q w e r t y"}]
+    status, a = server.json("POST", "/v1/chat/completions", {"messages": first, "max_tokens": 16, "temperature": 0})
+    slot_first = max(server.json("GET", "/slots")[1], key=lambda s: s["n_cached"])  # the longest cache is ours
+    follow = first + [a["choices"][0]["message"], {"role": "user", "content": "Copy: q w e"}]
+    status, b = server.json("POST", "/completion", {"prompt": local.apply_chat_template(follow), "n_predict": 8,
+                                                    "temperature": 0})
+    assert status == 200 and b["id_slot"] == slot_first["id"]
+    assert b["timings"]["cache_n"] > len(local.tokenize(local.apply_chat_template(first)))
+
+
+def test_metrics_rise_by_what_was_done(server, local):
+    before = {name: metric(server, name, "spec") for name in
+              ("nld:requests_total", "nld:forwards_total", "nld:draft_tokens_total",
+               "nld:draft_tokens_accepted_total", "nld:tokens_predicted_total")}
+    predicted = metric(server, "llamacpp:tokens_predicted_total")
+    status, got = server.json("POST", "/completion", {"prompt": local.apply_chat_template(CHAT), "n_predict": 16,
+                                                      "temperature": 0, "mode": "spec", "block_length": 8,
+                                                      "ignore_eos": True})
+    assert status == 200
+    n, nld, t = got["tokens_predicted"], got["nld"], got["timings"]
+    assert metric(server, "nld:requests_total", "spec") == before["nld:requests_total"] + 1
+    assert metric(server, "nld:forwards_total", "spec") == before["nld:forwards_total"] + nld["forwards"]
+    assert metric(server, "nld:tokens_predicted_total", "spec") == before["nld:tokens_predicted_total"] + n
+    assert metric(server, "nld:draft_tokens_accepted_total", "spec") == \
+        before["nld:draft_tokens_accepted_total"] + sum(nld["accepted_lengths"])
+    assert t["draft_n"] == 7 * len(nld["accepted_lengths"])  # block 8: seven drafts a round
+    assert metric(server, "nld:draft_tokens_total", "spec") == before["nld:draft_tokens_total"] + t["draft_n"]
+    assert metric(server, "llamacpp:tokens_predicted_total") == predicted + n
+    assert metric(server, "llamacpp:requests_processing") == 0
+
+
+def test_metrics_off_without_the_flag(tmp_path):
+    with running_server([], log_dir=tmp_path) as srv:
+        status, got = srv.json("GET", "/metrics")
+        assert status == 501 and got["error"]["type"] == "not_supported_error" and "--metrics" in got["error"]["message"]
