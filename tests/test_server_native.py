@@ -183,3 +183,34 @@ def test_metrics_off_without_the_flag(tmp_path):
     with running_server([], log_dir=tmp_path) as srv:
         status, got = srv.json("GET", "/metrics")
         assert status == 501 and got["error"]["type"] == "not_supported_error" and "--metrics" in got["error"]["message"]
+
+
+def test_health_is_503_while_the_model_loads(monkeypatch):
+    """In process: the load is held back until the test lets it go."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from nld_cpp.server.app import State, create_app
+    from nld_cpp.server.args import parse_args
+
+    gate = threading.Event()
+    real_load = State.load
+
+    def held_load(self):
+        assert gate.wait(timeout=30)
+        real_load(self)
+
+    monkeypatch.setattr(State, "load", held_load)
+    with TestClient(create_app(parse_args([]))) as client:
+        for path in ("/health", "/v1/models", "/props"):
+            got = client.get(path)
+            assert got.status_code == 503 and got.json()["error"]["type"] == "unavailable_error", path
+        got = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert got.status_code == 503 and got.json()["error"]["message"] == "Loading model"
+        gate.set()
+        for _ in range(300):  # bounded: up to 30 s
+            if client.get("/health").status_code == 200:
+                break
+            threading.Event().wait(0.1)
+        assert client.get("/health").json() == {"status": "ok"}
