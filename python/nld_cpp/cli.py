@@ -204,7 +204,8 @@ def _visual_answer(model: Any, messages: Optional[List[Dict[str, str]]], raw: Op
             n_forwards = step.n_forwards
             committed += step.tokens
             if step.canvas is not None and tty:
-                cells = "".join(MASK_GLYPH if t == mask else tok.decode([t]) for t in step.canvas)
+                pieces = model.canvas_view(step.canvas, steps)["pieces"]
+                cells = "".join(MASK_GLYPH if p is None else p for p in pieces)
                 # the block's decided prefix is already emitted: show the text before the block
                 prefix = next((k for k, t in enumerate(step.canvas) if t == mask), len(step.canvas))
                 shown = tok.decode(committed[:max(0, len(committed) - prefix)])[-60:].replace("\n", " ")

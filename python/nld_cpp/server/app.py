@@ -49,7 +49,10 @@ class State:
         self.pool: Optional[SlotPool] = None
         self.template: Optional[ChatTemplate] = None
         self.n_ctx = 0
-        self.alias = args.alias or (Path(args.model).name if args.model else "nld-tiny-q8_0.gguf")
+        if not args.model:
+            from ..models import default_model_path
+            args.model = str(default_model_path())
+        self.alias = args.alias or Path(args.model).name
         self.defaults = Defaults(args.mode, args.block_length, args.threshold)
         self.metrics = Metrics()
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel,
@@ -63,11 +66,7 @@ class State:
         from .. import Model
 
         a = self.args
-        if a.model:
-            path = a.model
-        else:
-            from ..models import default_model_path
-            path = str(default_model_path())
+        path = a.model
         per_slot = a.ctx_size // a.parallel if a.ctx_size else 0
         model = Model(path, n_ctx=per_slot, n_threads=a.threads, lora_path=a.lora)
         slots = [Slot(0, model)] + [Slot(i, model.new_context(n_ctx=per_slot, n_threads=a.threads))
