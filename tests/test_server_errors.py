@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from server_util import running_server
+from nld_cpp.testing.server import running_server
 
 pytestmark = pytest.mark.server
 

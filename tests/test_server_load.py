@@ -26,7 +26,7 @@ import httpx
 import openai
 import pytest
 
-from server_util import running_server, sse_events
+from nld_cpp.testing.server import running_server, sse_events
 
 pytestmark = pytest.mark.server
 

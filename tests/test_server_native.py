@@ -13,7 +13,7 @@ import pytest
 from nld_cpp import Model
 from nld_cpp.models import default_model_path
 
-from server_util import running_server, sse_events
+from nld_cpp.testing.server import running_server, sse_events
 
 pytestmark = pytest.mark.server
 

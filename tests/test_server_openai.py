@@ -10,7 +10,7 @@ import pytest
 from nld_cpp import Model
 from nld_cpp.models import default_model_path
 
-from server_util import running_server
+from nld_cpp.testing.server import running_server
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.server

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from server_util import running_server
+from nld_cpp.testing.server import running_server
 
 pytestmark = pytest.mark.server
 

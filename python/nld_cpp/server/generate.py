@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from functools import partial
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, List, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterator, Optional
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response

@@ -1,4 +1,4 @@
-"""Starting and stopping `nld-server` from tests: a subprocess on a free
+"""Starting and stopping `nld-server` from tests and benchmarks: a subprocess on a free
 127.0.0.1 port, polled on /health a bounded number of times, always stopped
 (terminate, then kill) when the block ends."""
 
@@ -64,13 +64,14 @@ class ServerProcess:
         return status, json.loads(data) if data else None
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = START_TIMEOUT_S) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = START_TIMEOUT_S, path: str = "/health") -> None:
+    """Until GET url+path answers 200 (RuntimeError if the process exits or the time is up)."""
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.1) + 1):
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with code {proc.returncode} before it was healthy")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            with urllib.request.urlopen(url + path, timeout=2) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, OSError):
