@@ -124,7 +124,10 @@ class Generator:
             on_close()
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the binding may already be gone
+            pass
 
     def __iter__(self) -> "Generator":
         return self
