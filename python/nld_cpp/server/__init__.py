@@ -39,5 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                            timeout_graceful_shutdown=5, lifespan="on"))
     box.append(server)
     print(f"nld-server: listening on http://{args.host}:{args.port} (loading the model)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_keys:
+        print(f"nld-server: warning: {args.host} is reachable from other machines and no --api-key is set",
+              flush=True)
     server.run()
     return 1 if app.state.nld.load_error is not None or not server.started else 0
