@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "python" / "nld_cpp" / "models"
@@ -49,13 +49,22 @@ MODES: List[Dict[str, object]] = [
 ]
 
 
-def load_held_out(n: int) -> List[Dict[str, str]]:
-    items = json.loads((MODELS_DIR / "held_out.json").read_text(encoding="utf-8"))
+def load_held_out(path: Path, n: int) -> List[Dict[str, object]]:
+    """Items as {task, system, turns: [{user, answer}]}; the first set's
+    {task, prompt, answer} items are read as one turn."""
+    items = json.loads(path.read_text(encoding="utf-8"))
+    items = [it if "turns" in it else {"task": it["task"], "system": None,
+                                       "turns": [{"user": it["prompt"], "answer": it["answer"]}]} for it in items]
     return items[:n] if n < len(items) else items
 
 
-def render_prompt(user: str) -> str:
-    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n<think></think>"
+def render_prompt(user: str, history: Sequence[Tuple[str, str]] = (), system: Optional[str] = None) -> str:
+    """The chat format the model was trained on (what its template renders)."""
+    text = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
+    for past_user, past_answer in history:
+        text += (f"<|im_start|>user\n{past_user}<|im_end|>\n"
+                 f"<|im_start|>assistant\n<think></think>{past_answer}<|im_end|>\n")
+    return text + f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n<think></think>"
 
 
 def decode_answer(tok, tokens: List[int]) -> str:  # type: ignore[no-untyped-def]
@@ -64,13 +73,15 @@ def decode_answer(tok, tokens: List[int]) -> str:  # type: ignore[no-untyped-def
     return tok.decode(tokens, skip_special_tokens=True).strip()
 
 
-def evaluate(model_path: Path, items: List[Dict[str, str]], threads: int, max_tokens: int) -> Dict[str, object]:
+def evaluate(model_path: Path, items: List[Dict[str, object]], threads: int, max_tokens: int) -> Dict[str, object]:
+    """Every mode over every item. A conversation of several turns is answered
+    turn by turn with the model's own earlier answers in its history (as in a
+    chat); each item starts from an empty cache."""
     import nld_cpp
     from tokenizers import Tokenizer
 
     model = nld_cpp.Model(str(model_path), n_ctx=512, n_threads=threads)
     tok = Tokenizer.from_str(model.metadata_string("tokenizer.huggingface.json"))
-    prompts = [tok.encode(render_prompt(it["prompt"]), add_special_tokens=False).ids for it in items]
     rows: Dict[str, Dict[str, object]] = {}
     ar_tokens: List[List[int]] = []
     for cfg in MODES:
@@ -79,29 +90,38 @@ def evaluate(model_path: Path, items: List[Dict[str, str]], threads: int, max_to
         n_tok = n_fwd = 0
         ratios, accepted, wall = [], [], 0.0
         emitted_drafts = 0  # accepted drafts that were emitted (before the EOS cut)
-        for it, prompt in zip(items, prompts):
-            model.truncate(0)  # every prompt from an empty cache: each mode pays its own prefill
-            t0 = time.perf_counter()
-            res = model.generate(prompt, max_tokens=max_tokens, **kwargs)
-            wall += time.perf_counter() - t0
-            outputs.append(res.tokens)
-            n_tok += len(res.tokens)
-            n_fwd += res.n_forwards
-            ratios.append(res.tokens_per_forward)
-            accepted += list(res.accepted_lengths)
-            if res.accepted_lengths:  # the seed, then per round the drafts kept plus one AR token
-                emitted_drafts += len(res.tokens) - 1 - len(res.accepted_lengths)
-            ok = decode_answer(tok, res.tokens) == it["answer"]
-            task = per_task.setdefault(it["task"], [0, 0, 0, 0])
-            task[0] += ok
-            task[1] += 1
-            task[2] += len(res.tokens)
-            task[3] += res.n_forwards
+        for it in items:
+            model.truncate(0)  # every item from an empty cache: each mode pays its own prefill
+            history: List[Tuple[str, str]] = []
+            item_tokens: List[int] = []
+            for turn in it["turns"]:  # type: ignore[union-attr]
+                prompt = tok.encode(render_prompt(turn["user"], history, it["system"]),  # type: ignore[arg-type]
+                                    add_special_tokens=False).ids
+                t0 = time.perf_counter()
+                res = model.generate(prompt, max_tokens=max_tokens, **kwargs)
+                spent = time.perf_counter() - t0
+                wall += spent
+                item_tokens += res.tokens
+                n_tok += len(res.tokens)
+                n_fwd += res.n_forwards
+                ratios.append(res.tokens_per_forward)
+                accepted += list(res.accepted_lengths)
+                if res.accepted_lengths:  # the seed, then per round the drafts kept plus one AR token
+                    emitted_drafts += len(res.tokens) - 1 - len(res.accepted_lengths)
+                answer = decode_answer(tok, res.tokens)
+                history.append((turn["user"], answer))  # type: ignore[index]
+                task = per_task.setdefault(it["task"], [0, 0, 0, 0, 0.0])
+                task[0] += answer == turn["answer"]  # type: ignore[index]
+                task[1] += 1
+                task[2] += len(res.tokens)
+                task[3] += res.n_forwards
+                task[4] += spent
+            outputs.append(item_tokens)
         if cfg["name"] == "ar":
             ar_tokens = outputs
-        correct = sum(v[0] for v in per_task.values())
-        rows[str(cfg["name"])] = {
-            "accuracy": correct / len(items),
+        single = {t: v for t, v in per_task.items() if t != "chat"}
+        row = {
+            "accuracy": sum(v[0] for v in single.values()) / max(1, sum(v[1] for v in single.values())),
             "tpf": n_tok / max(n_fwd, 1),
             "tpf_mean_per_prompt": sum(ratios) / len(ratios),
             "mean_accepted": (sum(accepted) / len(accepted)) if accepted else None,
@@ -110,12 +130,17 @@ def evaluate(model_path: Path, items: List[Dict[str, str]], threads: int, max_to
             "tokens": n_tok,
             "forwards": n_fwd,
             "same_as_ar": sum(a == b for a, b in zip(outputs, ar_tokens)) / len(items),
-            "per_task": {t: {"accuracy": v[0] / v[1], "tpf": v[2] / v[3]} for t, v in sorted(per_task.items())},
+            "per_task": {t: {"accuracy": v[0] / v[1], "tpf": v[2] / v[3], "tokens_per_s": v[2] / v[4]}
+                         for t, v in sorted(per_task.items())},
         }
+        if "chat" in per_task:
+            row["multi_turn_accuracy"] = per_task["chat"][0] / per_task["chat"][1]
+        rows[str(cfg["name"])] = row
         r = rows[str(cfg["name"])]
         print(f"  {cfg['name']:<22} acc {r['accuracy']:.3f}  tpf {r['tpf']:.2f}  "
               f"acc.len {r['mean_accepted'] if r['mean_accepted'] is not None else '-'}  "
-              f"{r['tokens_per_s']:.0f} tok/s  same-as-AR {r['same_as_ar']:.3f}", flush=True)
+              f"{r['tokens_per_s']:.0f} tok/s  same-as-AR {r['same_as_ar']:.3f}"
+              + (f"  turns {r['multi_turn_accuracy']:.3f}" if "multi_turn_accuracy" in r else ""), flush=True)
     model.close()
     return rows
 
@@ -135,7 +160,7 @@ def print_table(results: Dict[str, Dict[str, Dict[str, object]]]) -> None:
 
 
 def print_task_table(rows: Dict[str, Dict[str, object]], modes: List[str]) -> None:
-    """Accuracy / TPF per task for a few modes (one weight type)."""
+    """Accuracy / TPF / tok/s per task for a few modes (one weight type)."""
     tasks = list(rows[modes[0]]["per_task"])  # type: ignore[arg-type]
     print("| task | " + " | ".join(modes) + " |")
     print("|---|" + "---|" * len(modes))
@@ -143,7 +168,7 @@ def print_task_table(rows: Dict[str, Dict[str, object]], modes: List[str]) -> No
         cells = []
         for mode in modes:
             t = rows[mode]["per_task"][task]  # type: ignore[index]
-            cells.append(f"{100 * t['accuracy']:.0f}% / {t['tpf']:.2f}")
+            cells.append(f"{100 * t['accuracy']:.0f}% / {t['tpf']:.2f} / {t['tokens_per_s']:.0f}")
         print(f"| {task} | " + " | ".join(cells) + " |")
 
 
@@ -154,12 +179,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--outtypes", nargs="*", default=["f16"],
                         help="weight types converted from --hf and measured besides the shipped Q8_0")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--held-out", default=str(MODELS_DIR / "held_out.json"),
+                        help="evaluation set (the shipped model's, or train/held_out_v2.json)")
+    parser.add_argument("--n", type=int, default=10000, help="use the first N items")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_tiny.json"))
     args = parser.parse_args(argv)
 
-    items = load_held_out(args.n)
+    items = load_held_out(Path(args.held_out), args.n)
     results: Dict[str, Dict[str, Dict[str, object]]] = {}
     print(f"Q8_0: {args.model}")
     results["Q8_0"] = evaluate(Path(args.model), items, args.threads, args.max_tokens)
@@ -175,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 results[outtype.upper()] = evaluate(conv.path, items, args.threads, args.max_tokens)
         f16_note = f"{', '.join(t.upper() for t in args.outtypes)} converted on the fly from {args.hf}"
     print_table(results)
-    print("\nQ8_0 per task (accuracy / TPF):")
+    print("\nQ8_0 per task (accuracy / TPF / tok/s; chat: the share of turns answered exactly):")
     print_task_table(results["Q8_0"], ["ar", "diffusion t=0.9", "spec (LoRA)", "spec-quadratic (LoRA)"])
     out = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),

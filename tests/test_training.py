@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "train"))
 
 import corpus  # noqa: E402
+import corpus_v2  # noqa: E402
 import train_tiny  # noqa: E402
 from tiny_model import Config, TinyNLD  # noqa: E402
 
@@ -100,6 +101,37 @@ def test_held_out_disjoint_from_training():
     assert len(prompts) == corpus.N_HELD_OUT
     stream = corpus.train_stream(exclude=prompts)
     assert not any(next(stream).prompt in prompts for _ in range(20000))
+
+
+def test_second_corpus_held_out_is_disjoint_and_committed():
+    """The second corpus's evaluation set (single turns and 3-turn chats) is
+    the committed train/held_out_v2.json, and no training example shares a
+    user turn with it."""
+    held = corpus_v2.held_out()
+    assert json.loads((ROOT / "train" / "held_out_v2.json").read_text()) == corpus_v2.held_out_json(held)
+    singles = [e for e in held if len(e.turns) == 1]
+    assert len(singles) >= 300 and sum(len(e.turns) == 3 for e in held) == corpus_v2.HELD_OUT_CHATS
+    prompts = corpus_v2.held_out_prompts()
+    stream = corpus_v2.train_stream(exclude=prompts)
+    for _ in range(20000):
+        assert not any(user in prompts for user, _ in next(stream).turns)
+
+
+def test_second_corpus_renders_what_the_chat_template_renders():
+    from nld_cpp.chat import CHATML_THINK_TEMPLATE, ChatTemplate
+
+    template = ChatTemplate(CHATML_THINK_TEMPLATE)
+    stream = corpus_v2.train_stream()
+    chats = [e for e in (next(stream) for _ in range(400)) if len(e.turns) > 1]
+    assert any(e.system for e in chats) and any(not e.system for e in chats)
+    for ex in chats[:40]:
+        assert corpus_v2.render_context(ex) == template.render(ex.messages(), add_generation_prompt=True)
+
+
+def test_training_runs_on_the_second_corpus(tmp_path: Path):
+    out = tmp_path / "hf2"
+    train_tiny.main(["--tiny-test", "--set", "corpus=2", "--out", str(out)])
+    assert json.loads((out / "training_info.json").read_text())["config"]["corpus"] == 2
 
 
 @pytest.mark.model

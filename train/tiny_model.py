@@ -53,6 +53,7 @@ class Config:
     seed: int = 0
     save_every: int = 250
     threads: int = 1  # 2 OpenMP threads on 2 shared cores spin-wait: 1 is several times faster
+    corpus: int = 1  # 1: train/corpus.py (the shipped model's); 2: train/corpus_v2.py
 
     @property
     def vocab_size(self) -> int:

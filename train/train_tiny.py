@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus  # noqa: E402
+import corpus_v2  # noqa: E402
 from tiny_model import Config, TinyNLD  # noqa: E402
 
 from nld_cpp.testing.checkpoints import CheckpointSpec, config_json, generation_config_json  # noqa: E402
@@ -106,9 +107,12 @@ class Encoder:
     def encode(self, text: str) -> List[int]:
         return self.tok.encode(text, add_special_tokens=False).ids
 
-    def example(self, ex: corpus.Example) -> Tuple[List[int], List[int]]:
-        """(prompt ids, answer ids + EOS)."""
-        return self.encode(corpus.render_prompt(ex.prompt)), self.encode(ex.answer) + [EOS_ID]
+    def example(self, ex: object) -> Tuple[List[int], List[int]]:
+        """(prompt ids, answer ids + EOS); the prompt of a corpus-2 example is its
+        whole conversation up to the last user turn."""
+        context = corpus_v2.render_context(ex) if isinstance(ex, corpus_v2.Example) else \
+            corpus.render_prompt(ex.prompt)  # type: ignore[attr-defined]
+        return self.encode(context), self.encode(ex.answer) + [EOS_ID]  # type: ignore[attr-defined]
 
 
 # --- batches ----------------------------------------------------------------------
@@ -323,8 +327,8 @@ def train(c: Config, out: Path, base_ckpt: Optional[Path] = None, init_from: Opt
     torch.set_num_threads(c.threads)
     rng = random.Random(c.seed)
     t0 = time.time()
-    exclude = corpus.held_out_prompts()
-    stream = corpus.train_stream(exclude=exclude)
+    source = corpus_v2 if c.corpus == 2 else corpus
+    stream = source.train_stream(exclude=source.held_out_prompts())
 
     texts = []
     for _ in range(c.tokenizer_examples):
