@@ -153,3 +153,26 @@ def test_checkpoint_converts_loads_and_generates(trained: Path, tmp_path: Path):
             assert 1 <= len(res.tokens) <= 12 and 100 not in res.tokens
             outputs[mode] = res.tokens
         assert outputs["spec"] == outputs["ar"] == outputs["spec-quadratic"]
+
+
+@pytest.mark.model
+def test_greedy_answers_are_the_runtimes_greedy_answers(trained: Path, tmp_path: Path):
+    """The drafter's "greedy" targets (train_tiny.greedy_answers, torch) are
+    the tokens the runtime's AR mode generates from the converted checkpoint."""
+    import nld_cpp
+    from nld_cpp.convert import convert_checkpoint
+    from safetensors.torch import load_file
+
+    cfg = json.loads((trained / "training_info.json").read_text())["config"]
+    model = TinyNLD(Config(**cfg))
+    model.load_state_dict(load_file(str(trained / "model.safetensors")))
+    model.eval()
+    enc = train_tiny.Encoder(json.loads((trained / "tokenizer.json").read_text()))
+    pairs = [enc.example(corpus_v2.SINGLE[t](random.Random(i))) for i, t in enumerate(("copy", "count", "spell"))]
+    ours = train_tiny.greedy_answers(model, pairs, max_new=10)
+    path = convert_checkpoint(trained, tmp_path / "f32.gguf", outtype="f32", progress=False).path
+    with nld_cpp.Model(path, n_ctx=256, n_threads=1) as runtime:
+        for (prompt, answer), (p2, _) in zip(ours, pairs):
+            assert prompt == p2
+            runtime.truncate(0)
+            assert runtime.generate(prompt, mode="ar", max_tokens=10).tokens == answer

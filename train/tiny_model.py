@@ -48,6 +48,7 @@ class Config:
     lora_alpha: int = 64
     lora_steps: int = 300
     lora_lr: float = 2e-3
+    lora_targets: str = "data"  # "data": teacher-forced argmax on the data; "greedy": the model's own answers
     # bookkeeping
     tokenizer_examples: int = 20000
     seed: int = 0

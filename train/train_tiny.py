@@ -286,6 +286,37 @@ def teacher_targets(model: TinyNLD, pairs: Sequence[Tuple[List[int], List[int]]]
     return out
 
 
+@torch.no_grad()
+def greedy_answers(model: TinyNLD, pairs: Sequence[Tuple[List[int], List[int]]],
+                   max_new: int) -> List[Tuple[List[int], List[int]]]:
+    """(prompt, the base model's own greedy answer): AR decoding by full
+    recompute, up to its EOS (kept) or max_new tokens. Verification accepts
+    a draft when it equals this answer, so it is what the drafter should learn."""
+    n = len(pairs)
+    seqs = [list(prompt) for prompt, _ in pairs]
+    answers: List[List[int]] = [[] for _ in pairs]
+    done = [False] * n
+    for _ in range(max_new):
+        if all(done):
+            break
+        length = max(len(s) for s in seqs)
+        tokens = torch.full((n, length), PAD_ID, dtype=torch.long)
+        for b, s in enumerate(seqs):
+            tokens[b, :len(s)] = torch.tensor(s)
+        positions = torch.arange(length).expand(n, length)
+        allowed = torch.ones(length, length, dtype=torch.bool).tril().expand(n, 1, length, length)
+        logits = model(tokens, positions, allowed)
+        logits[..., MASK_ID] = float("-inf")
+        for b, s in enumerate(seqs):
+            if done[b]:
+                continue
+            t = int(logits[b, len(s) - 1].argmax())
+            s.append(t)
+            answers[b].append(t)
+            done[b] = t == EOS_ID
+    return [(prompt, answer) for (prompt, _), answer in zip(pairs, answers) if answer]
+
+
 def state_from_gguf(path: Path, c: Config) -> Tuple[Dict[str, torch.Tensor], Dict[str, object]]:
     """The HF state dict and tokenizer.json of a GGUF that this script trained (and the converter wrote):
     tensors dequantized with the `gguf` package, q/k rows permuted back to the rotate-half layout."""
@@ -412,7 +443,11 @@ def train(c: Config, out: Path, base_ckpt: Optional[Path] = None, init_from: Opt
         for g in opt.param_groups:
             g["lr"] = lr_at(step, c.lora_steps, c.lora_lr, max(1, c.warmup // 2))
         pairs = next_pairs(c.batch_size)
-        teacher = teacher_targets(model, pairs, c.block_size)
+        if c.lora_targets == "greedy":  # the model's own answers, which are their own targets
+            pairs = greedy_answers(model, pairs, max(len(a) for _, a in pairs) + c.block_size)
+            teacher = None
+        else:  # the model's choice at each position of the data's answer
+            teacher = teacher_targets(model, pairs, c.block_size)
         batch = make_batch(pairs, c.block_size, rng, lora_mode=True, teacher=teacher)
         _, l_draft = losses(model, batch, lora=True)
         opt.zero_grad(set_to_none=True)
