@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <unordered_set>
 
@@ -19,11 +20,15 @@ namespace nld {
 namespace {
 
 constexpr const char* kArch = "mistral3";
+// A llama.cpp fork's NLD converter writes architecture "dream" (docs/gguf-keys.md).
+constexpr const char* kDreamArch = "dream";
+// What dream files leave out, from NLD's config.json (spec/nld-model.md section 2).
+constexpr int32_t kDreamBlockSize = 32;             // block_size
+constexpr double kDreamTemperatureScale = 0.1;      // rope_parameters.llama_4_scaling_beta
 constexpr const char* kLayerTensors[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight",
                                          "attn_v.weight", "attn_output.weight", "ffn_norm.weight",
                                          "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
 
-std::string key(const char* suffix) { return std::string(kArch) + "." + suffix; }
 
 // Reads an unsigned key and checks it lies in [lo, hi].
 int32_t read_count(const gguf_file& f, const std::string& k, int64_t lo, int64_t hi, const uint64_t* fallback) {
@@ -49,7 +54,8 @@ int32_t read_token_id(const gguf_file& f, const char* k, int32_t n_vocab, int32_
     return (int32_t)v;
 }
 
-hparams read_hparams(const gguf_file& f) {
+hparams read_hparams(const gguf_file& f, const std::string& arch) {
+    auto key = [&](const char* suffix) { return arch + "." + suffix; };
     hparams hp;
     hp.n_embd = read_count(f, key("embedding_length"), 1, 1 << 17, nullptr);
     hp.n_layer = read_count(f, key("block_count"), 1, 4096, nullptr);
@@ -88,7 +94,8 @@ hparams read_hparams(const gguf_file& f) {
     } else if (scaling != "none") {
         fail_unsupported("rope.scaling.type '" + std::string(scaling) + "' is not supported (yarn or none)");
     }
-    hp.attn_temperature_scale = read_float(f, key("attention.temperature_scale"), 0.0);
+    hp.attn_temperature_scale = read_float(f, key("attention.temperature_scale"),
+                                           arch == kDreamArch ? kDreamTemperatureScale : 0.0);
     if (hp.rope_orig_ctx == 0) hp.rope_orig_ctx = hp.n_ctx_train;
     hp.file_type = f.has("general.file_type") ? read_count(f, "general.file_type", 0, 1024, nullptr) : -1;
     return hp;
@@ -164,9 +171,51 @@ void repack_for_x8(model& m) {
         });
         w->x8 = dst;
         offset += part_bytes(*w);
+        if (w->data >= m.permuted.data && w->data < m.permuted.data + m.permuted.bytes) continue;  // not file pages
         const uintptr_t lo = ((uintptr_t)w->data + page - 1) / page * page;
         const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (uint64_t)w->n_out) / page * page;
         if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+}
+
+// A dream file is NLD only with NLD's diffusion signature; Dream and LLaDA
+// models share the architecture name but not the model.
+void require_nld_signature(const gguf_file& f) {
+    std::string missing;
+    if (!f.has("diffusion.shift_logits")) missing += " diffusion.shift_logits (= false);";
+    else if (f.get_bool("diffusion.shift_logits", true))
+        missing += " diffusion.shift_logits is true (Dream predicts shifted; NLD does not);";
+    if (!f.has("tokenizer.ggml.mask_token_id")) missing += " tokenizer.ggml.mask_token_id;";
+    if (!missing.empty())
+        fail_unsupported("this 'dream' file is not a Nemotron-Labs-Diffusion model (a Dream or LLaDA model?): "
+                         "NLD files carry" + missing.substr(0, missing.size() - 1));
+}
+
+// Dream files keep q/k rows in the HF order, where RoPE pairs dimension j
+// with j + d/2; the forward pairs adjacent rows (2j, 2j+1), the order our
+// converter writes. Rows are quantized one at a time, so moving whole rows
+// gives the bytes our converter writes for the same checkpoint, in any type.
+void permute_rope_rows(model& m) {
+    const hparams& hp = m.hp;
+    const int64_t half = hp.head_dim / 2;
+    size_t total = 0;
+    for (const layer_weights& L : m.layers) total += (L.wq.row_bytes * L.wq.n_out + L.wk.row_bytes * L.wk.n_out + 63) / 64 * 64;
+    void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw error(NLD_ERR_OUT_OF_MEMORY, "cannot map " + std::to_string(total >> 20) + " MiB for q/k");
+    m.permuted.data = static_cast<uint8_t*>(p);
+    m.permuted.bytes = total;
+    uint8_t* dst = m.permuted.data;
+    for (layer_weights& L : m.layers) {
+        for (weight_matrix* w : {&L.wq, &L.wk}) {
+            const int64_t heads = w->n_out / hp.head_dim;
+            for (int64_t h = 0; h < heads; ++h)
+                for (int64_t j = 0; j < half; ++j)
+                    for (int64_t s = 0; s < 2; ++s)
+                        std::memcpy(dst + (uint64_t)(h * hp.head_dim + 2 * j + s) * w->row_bytes,
+                                    w->data + (uint64_t)(h * hp.head_dim + s * half + j) * w->row_bytes, w->row_bytes);
+            w->data = dst;
+            dst += (w->row_bytes * (uint64_t)w->n_out + 63) / 64 * 64;
+        }
     }
 }
 
@@ -234,11 +283,14 @@ std::unique_ptr<model> load_model(const std::string& path, const char* lora_path
     m->file = gguf_file::open(path);
     const gguf_file& f = *m->file;
 
-    const std::string_view arch = f.require_string("general.architecture");
-    if (arch != kArch)
-        fail_unsupported("unsupported architecture '" + std::string(arch) + "' (supported: mistral3)");
+    const std::string arch(f.require_string("general.architecture"));
+    const bool dream = arch == kDreamArch;
+    if (arch != kArch && !dream)
+        fail_unsupported("unsupported architecture '" + arch + "' (supported: mistral3, and dream files of NLD)");
+    if (dream) require_nld_signature(f);
     hparams& hp = m->hp;
-    hp = read_hparams(f);
+    hp = read_hparams(f, arch);
+    auto key = [&](const char* suffix) { return arch + "." + suffix; };
 
     // The vocabulary size comes from the embedding; metadata must agree.
     const gguf_tensor* embd = f.find_tensor("token_embd.weight");
@@ -258,8 +310,9 @@ std::unique_ptr<model> load_model(const std::string& path, const char* lora_path
     hp.bos_token_id = read_token_id(f, "tokenizer.ggml.bos_token_id", hp.n_vocab, -1);
     hp.eos_token_id = read_token_id(f, "tokenizer.ggml.eos_token_id", hp.n_vocab, -1);
     hp.mask_token_id = read_token_id(f, "tokenizer.ggml.mask_token_id", hp.n_vocab, -1);
-    if (f.has("diffusion.block_size")) {
-        hp.block_size = read_count(f, "diffusion.block_size", 1, 1024, nullptr);
+    if (f.has("diffusion.block_size") || dream) {
+        const uint64_t fallback = kDreamBlockSize;
+        hp.block_size = read_count(f, "diffusion.block_size", 1, 1024, dream ? &fallback : nullptr);
         if (f.get_bool("diffusion.shift_logits", false))
             fail_unsupported("diffusion.shift_logits = true is not supported (NLD predicts unshifted)");
     }
@@ -297,6 +350,7 @@ std::unique_ptr<model> load_model(const std::string& path, const char* lora_path
         fail_format("unexpected tensor '" + t.name + "'");
     }
     m->rope_inv_freq = rope_inverse_frequencies(hp);
+    if (dream) permute_rope_rows(*m);
     repack_for_x8(*m);
 
     std::string adapter = lora_path ? lora_path : "";

@@ -74,6 +74,7 @@ struct x8_store {
 struct model {
     std::unique_ptr<gguf_file> file;
     x8_store x8;  // empty unless the CPU path has x8 kernels (backend/cpu/ops.h)
+    x8_store permuted;  // dream files: their q/k rows in our order (empty otherwise)
     hparams hp;
     weight_matrix tok_embd;            // (n_vocab, n_embd)
     std::vector<layer_weights> layers; // (n_layer)
@@ -83,7 +84,9 @@ struct model {
     std::unique_ptr<lora_adapter> drafter;  // null without an adapter file
 };
 
-// Opens, validates and binds a model. On a CPU path with x8 kernels
+// Opens, validates and binds a model: our mistral3 files, and the dream
+// files written for NLD by a llama.cpp fork (docs/gguf-keys.md, "Layouts we
+// read"), whose q/k rows are re-ordered at load. On a CPU path with x8 kernels
 // (quants/repack.h), every quantized matrix whose row count is a multiple
 // of 8 is copied once into the x8 layout (same bytes as the file, Q4_K
 // +2.8%), and the file pages it came from are released, so resident memory

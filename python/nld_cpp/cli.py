@@ -22,6 +22,10 @@ from typing import Any, Dict, Iterator, List, Optional
 
 MODES = ("ar", "diffusion", "spec", "spec-quadratic")
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 7: "Q8_0", 15: "Q4_K_M", 32: "BF16"}
+# general.architecture -> the GGUF layout it stands for (docs/gguf-keys.md, "Layouts we read")
+LAYOUTS = {"mistral3": "nld_cpp's (q/k rows permuted, RoPE pairs adjacent)",
+           "dream": "a llama.cpp fork's NLD converter (q/k rows in the Hugging Face order, re-ordered at load; "
+                    "no drafter inside: pass --lora)"}
 MASK_GLYPH = "\u2591"  # a light shade for undecided positions of the canvas
 
 
@@ -323,6 +327,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         rows = [
             ("file", f"{path} ({path.stat().st_size / 1e6:.1f} MB)"),
             ("architecture", arch),
+            ("layout", LAYOUTS.get(arch, "unknown")),
             ("quantization", FILE_TYPES.get(i.file_type, f"file_type {i.file_type}")),
             ("layers / hidden / ffn", f"{i.n_layer} / {i.n_embd} / {i.n_ff}"),
             ("heads (q / kv) x dim", f"{i.n_head} / {i.n_head_kv} x {i.head_dim}"),
