@@ -88,7 +88,7 @@ def check_messages(messages: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
-            raise ValueError(f"messages[{i}] must be a dict, got {type(m).__name__}")
+            raise ValueError(f"messages[{i}] must be an object (a dict), got {type(m).__name__}")
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise ValueError(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")

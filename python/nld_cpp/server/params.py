@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from ..chat import ROLES
+from ..chat import check_messages
 from ..generation import MODES
 from .errors import ApiError, bad_request, context_exceeded
 
@@ -184,31 +184,28 @@ def stream_flags(body: Mapping[str, Any]) -> tuple:
 
 
 def messages(body: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """OpenAI messages as {"role", "content": str} dicts; text parts joined."""
+    """OpenAI messages as {"role", "content": str} dicts: text parts joined,
+    then the chat module's own checks (roles, content types)."""
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise bad_request("messages must be a non-empty list of {role, content} objects")
-    out = []
+    joined = []
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict):
-            raise bad_request(f"messages[{i}] must be an object, got {type(m).__name__}")
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise bad_request(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {role!r}")
-        if isinstance(content, list):
-            parts = []
-            for j, part in enumerate(content):
+        if isinstance(m, dict) and isinstance(m.get("content"), list):
+            parts = m["content"]
+            for j, part in enumerate(parts):
                 if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                     raise bad_request(f"messages[{i}].content[{j}] must be a text part "
                                       "({\"type\": \"text\", \"text\": ...}); other content is not supported")
-                parts.append(part["text"])
-            content = "\n".join(parts)
-        elif content is not None and not isinstance(content, str):
-            raise bad_request(f"messages[{i}].content must be a string or a list of text parts")
-        if m.get("tool_calls"):
+            m = dict(m, content="\n".join(p["text"] for p in parts))
+        if isinstance(m, dict) and m.get("tool_calls"):
             raise bad_request(f"messages[{i}].tool_calls: tool calls are not supported by this server")
-        out.append({"role": role, "content": content if content is not None else ""})
-    return out
+        joined.append(m)
+    try:
+        checked = check_messages(joined)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    return [{"role": m["role"], "content": m.get("content") or ""} for m in checked]
 
 
 def completion_prompt(value: Any, key: str, model: Any) -> tuple:
