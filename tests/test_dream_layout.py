@@ -19,14 +19,10 @@ import pytest
 
 import nld_cpp
 from reference import causal_logits, load_reference
+from test_convert import gguf_name  # the HF -> llama.cpp tensor names, written out independently
 
 pytestmark = pytest.mark.model
 
-# HF tensor name (after "encoder.layers.N.") -> llama.cpp's name (after "blk.N.")
-LAYER_NAMES = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-               "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-               "mlp.down_proj": "ffn_down"}
 MODES = ["ar", "diffusion", "spec", "spec-quadratic"]
 
 
@@ -37,17 +33,6 @@ def hf_tensors(ckpt: Path) -> Dict[str, np.ndarray]:
     for f in sorted(ckpt.glob("*.safetensors")):
         out.update({k: v.float().numpy() for k, v in load_file(str(f)).items()})
     return out
-
-
-def llama_name(hf: str) -> str:
-    if hf == "encoder.embed_tokens.weight":
-        return "token_embd.weight"
-    if hf == "encoder.norm.weight":
-        return "output_norm.weight"
-    if hf == "diffusion_head.weight":
-        return "output.weight"
-    _, _, layer, rest = hf.split(".", 3)
-    return f"blk.{layer}.{LAYER_NAMES[rest.rsplit('.', 1)[0]]}.weight"
 
 
 def write_dream(ckpt: Path, dst: Path, qtype: str = "f32", signature: bool = True) -> Path:
@@ -92,7 +77,7 @@ def write_dream(ckpt: Path, dst: Path, qtype: str = "f32", signature: bool = Tru
     if template.is_file():
         w.add_string("tokenizer.chat_template", template.read_text())
     for hf, data in hf_tensors(ckpt).items():
-        name = llama_name(hf)
+        name = gguf_name(hf)
         if qtype == "q8_0" and data.ndim == 2:
             w.add_tensor(name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0),
                          raw_dtype=gguf.GGMLQuantizationType.Q8_0)
