@@ -1,6 +1,7 @@
 // api.cpp: the C API of nld.h. Checks every argument, converts every C++
 // exception into a status code plus the thread-local message, and owns the
 // mapping between opaque handles and the core's objects.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -14,6 +15,7 @@
 #include "include/nld.h"
 #include "model.h"
 #include "modes/generator.h"
+#include "scheduler.h"
 #include "quants/dot.h"
 #include "quants/quants.h"
 #include "quants/repack.h"
@@ -26,9 +28,30 @@ struct nld_context {
     std::unique_ptr<nld::context> impl;
 };
 
+struct nld_scheduler;
+
 struct nld_generator {
     std::unique_ptr<nld::generator> impl;
+    nld_scheduler* owner = nullptr;  // the scheduler stepping it, if any
+    ~nld_generator();
 };
+
+struct nld_scheduler {
+    std::unique_ptr<nld::scheduler> impl;
+    std::vector<nld_generator*> members;  // the handles of the generators in impl
+    std::vector<nld::scheduled_result> last;  // what the last step reported
+    ~nld_scheduler() {
+        for (nld_generator* g : members) g->owner = nullptr;
+    }
+    void forget(nld_generator* g) { members.erase(std::remove(members.begin(), members.end(), g), members.end()); }
+};
+
+nld_generator::~nld_generator() {
+    if (owner) {
+        owner->impl->remove(impl.get());
+        owner->forget(this);
+    }
+}
 
 namespace {
 
@@ -371,8 +394,28 @@ nld_status nld_generator_create(nld_context* ctx, const int32_t* prompt, int32_t
     });
 }
 
+namespace {
+
+void fill_step(const nld::generator& g, nld_step* out) {
+    std::memset(out, 0, sizeof *out);
+    out->tokens = g.new_tokens.data();
+    out->n_tokens = (int32_t)g.new_tokens.size();
+    out->canvas = g.canvas.empty() ? nullptr : g.canvas.data();
+    out->n_canvas = (int32_t)g.canvas.size();
+    out->finish_reason = (int32_t)g.finish();
+    out->n_generated = (int32_t)g.output.size();
+    out->n_forwards = g.n_forwards;
+    out->n_rounds = (int32_t)g.accepted.size();
+    out->last_accepted = g.accepted_this_step ? g.accepted.back() : -1;
+    for (int32_t m : g.accepted) out->n_accepted += m;
+}
+
+}  // namespace
+
 nld_status nld_generator_step(nld_generator* gen, nld_step* out) {
     NLD_REQUIRE(gen != nullptr && out != nullptr, "nld_generator_step: NULL argument");
+    NLD_REQUIRE(gen->owner == nullptr,
+                "nld_generator_step: the generator is in a scheduler, which steps it; remove it first");
     return guarded("nld_generator_step", [&] {
         nld::generator& g = *gen->impl;
         try {
@@ -381,17 +424,7 @@ nld_status nld_generator_step(nld_generator* gen, nld_step* out) {
             g.fail();  // a failed step ends the generation; the cache keeps only committed tokens
             throw;
         }
-        std::memset(out, 0, sizeof *out);
-        out->tokens = g.new_tokens.data();
-        out->n_tokens = (int32_t)g.new_tokens.size();
-        out->canvas = g.canvas.empty() ? nullptr : g.canvas.data();
-        out->n_canvas = (int32_t)g.canvas.size();
-        out->finish_reason = (int32_t)g.finish();
-        out->n_generated = (int32_t)g.output.size();
-        out->n_forwards = g.n_forwards;
-        out->n_rounds = (int32_t)g.accepted.size();
-        out->last_accepted = g.accepted_this_step ? g.accepted.back() : -1;
-        for (int32_t m : g.accepted) out->n_accepted += m;
+        fill_step(g, out);
         return NLD_OK;
     });
 }
@@ -401,6 +434,110 @@ void nld_generator_cancel(nld_generator* gen) {
 }
 
 void nld_generator_free(nld_generator* gen) { delete gen; }
+
+nld_scheduler_params nld_scheduler_default_params(void) {
+    nld_scheduler_params p;
+    std::memset(&p, 0, sizeof p);
+    p.n_threads = 0;
+    p.max_rows = 512;
+    p.max_prefill_rows = 512;
+    return p;
+}
+
+nld_status nld_scheduler_create(nld_model* model, const nld_scheduler_params* params, nld_scheduler** out_sched) {
+    NLD_REQUIRE(out_sched != nullptr, "nld_scheduler_create: out_sched is NULL");
+    *out_sched = nullptr;
+    NLD_REQUIRE(model != nullptr, "nld_scheduler_create: model is NULL");
+    const nld_scheduler_params p = params ? *params : nld_scheduler_default_params();
+    NLD_REQUIRE(p.n_threads <= 1024, "nld_scheduler_create: n_threads " + std::to_string(p.n_threads) + " is too large");
+    NLD_REQUIRE(p.max_rows <= (1 << 20), "nld_scheduler_create: max_rows " + std::to_string(p.max_rows) + " is too large");
+    NLD_REQUIRE(p.max_prefill_rows <= (1 << 20),
+                "nld_scheduler_create: max_prefill_rows " + std::to_string(p.max_prefill_rows) + " is too large");
+    return guarded("nld_scheduler_create", [&] {
+        nld::scheduler_params sp;
+        sp.n_threads = p.n_threads;
+        sp.max_rows = p.max_rows > 0 ? p.max_rows : 512;
+        sp.max_prefill_rows = p.max_prefill_rows > 0 ? p.max_prefill_rows : 512;
+        auto handle = std::make_unique<nld_scheduler>();
+        handle->impl = std::make_unique<nld::scheduler>(*model->impl, sp);
+        *out_sched = handle.release();
+        return NLD_OK;
+    });
+}
+
+void nld_scheduler_free(nld_scheduler* sched) { delete sched; }
+
+nld_status nld_scheduler_add(nld_scheduler* sched, nld_generator* gen) {
+    NLD_REQUIRE(sched != nullptr && gen != nullptr, "nld_scheduler_add: NULL argument");
+    NLD_REQUIRE(gen->owner != sched, "nld_scheduler_add: the generator is already in this scheduler");
+    NLD_REQUIRE(gen->owner == nullptr, "nld_scheduler_add: the generator is in another scheduler");
+    NLD_REQUIRE(!gen->impl->finished(), "nld_scheduler_add: the generation has finished");
+    return guarded("nld_scheduler_add", [&] {
+        sched->members.reserve(sched->members.size() + 1);
+        sched->impl->add(gen->impl.get());
+        sched->members.push_back(gen);
+        gen->owner = sched;
+        return NLD_OK;
+    });
+}
+
+nld_status nld_scheduler_remove(nld_scheduler* sched, nld_generator* gen) {
+    NLD_REQUIRE(sched != nullptr && gen != nullptr, "nld_scheduler_remove: NULL argument");
+    if (gen->owner != sched) return NLD_OK;
+    sched->impl->remove(gen->impl.get());
+    sched->forget(gen);
+    gen->owner = nullptr;
+    return NLD_OK;
+}
+
+nld_status nld_scheduler_step(nld_scheduler* sched, nld_scheduled_step* out_steps, int32_t capacity, int32_t* out_n) {
+    NLD_REQUIRE(sched != nullptr && out_n != nullptr, "nld_scheduler_step: NULL argument");
+    *out_n = 0;
+    NLD_REQUIRE(capacity >= sched->impl->size(),
+                "nld_scheduler_step: capacity " + std::to_string(capacity) + " is below the " +
+                    std::to_string(sched->impl->size()) + " generators in the scheduler");
+    NLD_REQUIRE(capacity == 0 || out_steps != nullptr, "nld_scheduler_step: out_steps is NULL");
+    return guarded("nld_scheduler_step", [&] {
+        sched->last = sched->impl->step();
+        int32_t n = 0;
+        for (const nld::scheduled_result& r : sched->last) {
+            auto it = std::find_if(sched->members.begin(), sched->members.end(),
+                                   [&](nld_generator* g) { return g->impl.get() == r.gen; });
+            if (it == sched->members.end()) continue;  // cannot happen: every member has a handle
+            nld_scheduled_step& o = out_steps[n++];
+            o.generator = *it;
+            fill_step(*r.gen, &o.step);
+            o.status = r.status;
+            o.error = r.message.c_str();
+        }
+        // Those that left (finished or failed) are no longer stepped by it.
+        for (size_t i = 0; i < sched->members.size();) {
+            nld_generator* g = sched->members[i];
+            if (!sched->impl->contains(g->impl.get())) {
+                g->owner = nullptr;
+                sched->members.erase(sched->members.begin() + (long)i);
+            } else {
+                ++i;
+            }
+        }
+        *out_n = n;
+        return NLD_OK;
+    });
+}
+
+nld_status nld_scheduler_get_stats(const nld_scheduler* sched, nld_scheduler_stats* out) {
+    NLD_REQUIRE(sched != nullptr && out != nullptr, "nld_scheduler_get_stats: NULL argument");
+    const nld::scheduler_stats& s = sched->impl->stats();
+    std::memset(out, 0, sizeof *out);
+    out->n_steps = s.n_steps;
+    out->n_rows = s.n_rows;
+    out->n_prefill_rows = s.n_prefill_rows;
+    out->n_sequence_forwards = s.n_sequence_forwards;
+    out->n_batched_forwards = s.n_batched_forwards;
+    out->max_sequences = s.max_sequences;
+    out->n_sequences = sched->impl->size();
+    return NLD_OK;
+}
 
 nld_status nld_quant_row_bytes(int32_t ggml_type, int64_t n_per_row, size_t* out_bytes) {
     NLD_REQUIRE(out_bytes != nullptr, "nld_quant_row_bytes: out_bytes is NULL");

@@ -47,6 +47,7 @@ struct forward_scratch {
     std::vector<float> lora_mid;   // (n, lora rank)
     std::vector<float> gate;       // (n, n_ff)
     std::vector<float> up;         // (n, n_ff)
+    std::vector<float> logits;     // (logits rows, n_vocab) of a batch of several sequences
 };
 
 struct context {
@@ -65,9 +66,25 @@ struct context {
     forward_scratch scratch;
 };
 
-// One forward pass (forward.cpp) over layout.size() new tokens. Appends the
-// first layout.n_commit rows to the cache; writes the requested logits rows
-// to logits_out (rows x n_vocab).
+// One sequence's share of a forward: its context, new tokens, their layout
+// and the logits it wants (rows x n_vocab into logits_out).
+struct forward_part {
+    context* ctx;
+    const int32_t* tokens;
+    const row_layout* layout;
+    logits_rows rows;
+    float* logits_out;
+};
+
+// One forward pass (forward.cpp) over the new rows of n_parts sequences, each
+// on its own context of the same model: every weight matrix is applied once
+// to all rows, attention runs per sequence over that sequence's cache and
+// rows, and each part's first layout.n_commit rows join its cache. No row
+// reads another's values, so each part's results are those of a forward of
+// that part alone, bit for bit. Runs on pool with scratch as activations.
+void forward_batch(threadpool& pool, forward_scratch& scratch, const forward_part* parts, int32_t n_parts);
+
+// One forward of one sequence, on its context's pool and scratch.
 void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logits_rows rows, float* logits_out);
 
 }  // namespace nld

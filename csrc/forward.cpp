@@ -64,68 +64,100 @@ static void check_layout(const context& ctx, const row_layout& l) {
 }
 
 void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logits_rows rows, float* logits_out) {
-    check_layout(ctx, layout);
-    const model& m = ctx.mdl;
-    const hparams& hp = m.hp;
-    const int32_t n = layout.size();
-    const int64_t E = hp.n_embd, HD = hp.head_dim, Q = (int64_t)hp.n_head * HD, KV = (int64_t)hp.n_head_kv * HD;
-    const int32_t C = ctx.cache.n_cached();
-    const int32_t n_lora = n - layout.lora_from;
-    const attention_rows visibility{layout.see_prefix.data(), layout.group_lo.data(), layout.group_hi.data()};
+    const forward_part part{&ctx, tokens, &layout, rows, logits_out};
+    forward_batch(ctx.pool, ctx.scratch, &part, 1);
+}
 
-    forward_scratch& s = ctx.scratch;
+static int32_t logits_row_count(const forward_part& p) {
+    return p.rows == logits_rows::none ? 0 : p.rows == logits_rows::last ? 1 : p.layout->size();
+}
+
+void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* parts, int32_t n_parts) {
+    if (n_parts < 1) fail_argument("forward: no sequences");
+    const model& m = parts[0].ctx->mdl;
+    for (int32_t i = 0; i < n_parts; ++i) {
+        if (&parts[i].ctx->mdl != &m) fail_argument("forward: the sequences of a batch use different models");
+        for (int32_t j = 0; j < i; ++j)
+            if (parts[j].ctx == parts[i].ctx) fail_argument("forward: two sequences of a batch share a context");
+        check_layout(*parts[i].ctx, *parts[i].layout);
+    }
+    const hparams& hp = m.hp;
+    const int64_t E = hp.n_embd, HD = hp.head_dim, Q = (int64_t)hp.n_head * HD, KV = (int64_t)hp.n_head_kv * HD;
+
+    // The rows of all parts, one after another: part i at rows [first[i], first[i] + n_i).
+    std::vector<int64_t> first((size_t)n_parts + 1, 0);
+    for (int32_t i = 0; i < n_parts; ++i) first[i + 1] = first[i] + parts[i].layout->size();
+    const int64_t n = first[n_parts];
+    std::vector<int32_t> positions;
+    positions.reserve((size_t)n);
+    for (int32_t i = 0; i < n_parts; ++i)
+        positions.insert(positions.end(), parts[i].layout->positions.begin(), parts[i].layout->positions.end());
+    int64_t max_lora = 0;
+    for (int32_t i = 0; i < n_parts; ++i)
+        max_lora = std::max<int64_t>(max_lora, parts[i].layout->size() - parts[i].layout->lora_from);
+
     s.hidden.resize(n * E); s.normed.resize(n * E); s.proj.resize(n * E);
     s.q.resize(n * Q); s.attn.resize(n * Q); s.k.resize(n * KV); s.v.resize(n * KV);
     s.gate.resize(n * hp.n_ff); s.up.resize(n * hp.n_ff);
-    if (n_lora > 0) s.lora_mid.resize((size_t)n_lora * m.drafter->rank);
+    if (max_lora > 0) s.lora_mid.resize((size_t)max_lora * m.drafter->rank);
 
     // Query scale of Ministral-3 long context: 1 + beta*ln(1 + floor(pos/L)),
     // applied after RoPE; exactly 1 below L.
-    std::vector<float> q_scale(n);
-    for (int32_t t = 0; t < n; ++t) {
-        const double blocks = std::floor((double)layout.positions[t] / (double)hp.rope_orig_ctx);
+    std::vector<float> q_scale((size_t)n);
+    for (int64_t t = 0; t < n; ++t) {
+        const double blocks = std::floor((double)positions[t] / (double)hp.rope_orig_ctx);
         q_scale[t] = (float)(1.0 + hp.attn_temperature_scale * std::log1p(blocks));
     }
 
-    for (int32_t t = 0; t < n; ++t) weight_row_to_f32(m.tok_embd, tokens[t], &s.hidden[t * E]);  // h = E[token]
+    for (int32_t i = 0; i < n_parts; ++i)  // h = E[token]
+        for (int64_t t = 0; t < parts[i].layout->size(); ++t)
+            weight_row_to_f32(m.tok_embd, parts[i].tokens[t], &s.hidden[(first[i] + t) * E]);
 
     rope_angles angles;  // cos, sin: (n, HD / 2) each, shared by every layer
-    compute_rope_angles(layout.positions.data(), n, m.rope_inv_freq.data(), HD / 2, hp.yarn_attn_factor, angles);
+    compute_rope_angles(positions.data(), n, m.rope_inv_freq.data(), HD / 2, hp.yarn_attn_factor, angles);
 
     const float softmax_scale = 1.0f / std::sqrt((float)HD);
+    std::vector<float> delta;
     for (int32_t il = 0; il < hp.n_layer; ++il) {
         const layer_weights& L = m.layers[il];
-        const float* k_cache = ctx.cache.keys(il);    // (n_head_kv, n_ctx / 16, HD, 16): tiles of 16 keys
-        const float* v_cache = ctx.cache.values(il);  // (n_head_kv, n_ctx, HD)
 
         // x = rmsnorm(h); q, k, v projections
         rmsnorm(s.hidden.data(), L.attn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
         const weight_matrix* qkv[3] = {&L.wq, &L.wk, &L.wv};
         float* qkv_out[3] = {s.q.data(), s.k.data(), s.v.data()};
-        matmul_same_input(ctx.pool, qkv, qkv_out, 3, s.normed.data(), n);
+        matmul_same_input(pool, qkv, qkv_out, 3, s.normed.data(), n);
 
         // RoPE on q and k at absolute positions, then the query scale.
         rope_adjacent(s.q.data(), n, hp.n_head, HD, angles);
         rope_adjacent(s.k.data(), n, hp.n_head_kv, HD, angles);
-        for (int32_t t = 0; t < n; ++t)
+        for (int64_t t = 0; t < n; ++t)
             for (int64_t i = 0; i < Q; ++i) s.q[t * Q + i] *= q_scale[t];
 
-        // a = softmax(q k^T / sqrt(head_dim) + mask) v over cache + visible new rows
-        attention(ctx.pool, s.q.data(), k_cache, (int64_t)ctx.cache.key_head_stride(), v_cache,
-                  (int64_t)ctx.cache.value_head_stride(), C, s.k.data(),
-                  s.v.data(), visibility, s.attn.data(), n, hp.n_head, hp.n_head_kv, HD, softmax_scale);
-        // The committed rows' K/V join the cache (slots C .. C+n_commit-1).
-        ctx.cache.store(il, C, layout.n_commit, s.k.data(), s.v.data());
+        // Per sequence: a = softmax(q k^T / sqrt(head_dim) + mask) v over its
+        // cache + its visible new rows; its committed rows' K/V join its cache
+        // (slots C .. C+n_commit-1).
+        for (int32_t i = 0; i < n_parts; ++i) {
+            const row_layout& l = *parts[i].layout;
+            kv_cache& cache = parts[i].ctx->cache;
+            const attention_rows visibility{l.see_prefix.data(), l.group_lo.data(), l.group_hi.data()};
+            const int64_t r0 = first[i];
+            attention(pool, &s.q[r0 * Q], cache.keys(il), (int64_t)cache.key_head_stride(), cache.values(il),
+                      (int64_t)cache.value_head_stride(), cache.n_cached(), &s.k[r0 * KV], &s.v[r0 * KV],
+                      visibility, &s.attn[r0 * Q], l.size(), hp.n_head, hp.n_head_kv, HD, softmax_scale);
+            cache.store(il, cache.n_cached(), l.n_commit, &s.k[r0 * KV], &s.v[r0 * KV]);
+        }
 
-        // h += a Wo^T (+ scale * (a A^T) B^T on the drafter rows)
-        matmul(ctx.pool, L.wo, s.attn.data(), s.proj.data(), n);
-        if (n_lora > 0) {
+        // h += a Wo^T (+ scale * (a A^T) B^T on each sequence's drafter rows)
+        matmul(pool, L.wo, s.attn.data(), s.proj.data(), n);
+        for (int32_t i = 0; i < n_parts; ++i) {
+            const row_layout& l = *parts[i].layout;
+            const int64_t n_lora = l.size() - l.lora_from, r0 = first[i] + l.lora_from;
+            if (n_lora <= 0) continue;
             const lora_adapter& lora = *m.drafter;
-            const int64_t first = layout.lora_from;
-            std::vector<float> delta((size_t)n_lora * E);
-            matmul(ctx.pool, lora.a[il], &s.attn[first * Q], s.lora_mid.data(), n_lora);
-            matmul(ctx.pool, lora.b[il], s.lora_mid.data(), delta.data(), n_lora);
-            for (int64_t i = 0; i < (int64_t)n_lora * E; ++i) s.proj[first * E + i] += lora.scale * delta[i];
+            delta.resize((size_t)(n_lora * E));
+            matmul(pool, lora.a[il], &s.attn[r0 * Q], s.lora_mid.data(), n_lora);
+            matmul(pool, lora.b[il], s.lora_mid.data(), delta.data(), n_lora);
+            for (int64_t j = 0; j < n_lora * E; ++j) s.proj[r0 * E + j] += lora.scale * delta[j];
         }
         for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];
 
@@ -133,21 +165,41 @@ void forward(context& ctx, const int32_t* tokens, const row_layout& layout, logi
         rmsnorm(s.hidden.data(), L.ffn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
         const weight_matrix* gate_up[2] = {&L.ffn_gate, &L.ffn_up};
         float* gate_up_out[2] = {s.gate.data(), s.up.data()};
-        matmul_same_input(ctx.pool, gate_up, gate_up_out, 2, s.normed.data(), n);
-        swiglu(ctx.pool, s.gate.data(), s.up.data(), n * hp.n_ff);
-        matmul(ctx.pool, L.ffn_down, s.gate.data(), s.proj.data(), n);
+        matmul_same_input(pool, gate_up, gate_up_out, 2, s.normed.data(), n);
+        swiglu(pool, s.gate.data(), s.up.data(), n * hp.n_ff);
+        matmul(pool, L.ffn_down, s.gate.data(), s.proj.data(), n);
         for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];
     }
 
-    ctx.cache.commit(layout.n_commit);
-    ctx.tokens.insert(ctx.tokens.end(), tokens, tokens + layout.n_commit);
+    for (int32_t i = 0; i < n_parts; ++i) {
+        context& ctx = *parts[i].ctx;
+        ctx.cache.commit(parts[i].layout->n_commit);
+        ctx.tokens.insert(ctx.tokens.end(), parts[i].tokens, parts[i].tokens + parts[i].layout->n_commit);
+    }
 
-    // logits = rmsnorm(h) Whead^T, only for the rows asked for.
-    if (rows == logits_rows::none) return;
-    const int32_t first_row = rows == logits_rows::last ? n - 1 : 0;
-    const int32_t n_rows = n - first_row;
-    rmsnorm(&s.hidden[first_row * E], m.output_norm, s.normed.data(), n_rows, E, hp.rms_norm_eps);
-    matmul(ctx.pool, m.output, s.normed.data(), logits_out, n_rows);
+    // logits = rmsnorm(h) Whead^T, only for the rows asked for: the rows of
+    // every part in one matmul (straight into the output of a single part).
+    int64_t n_out = 0;
+    for (int32_t i = 0; i < n_parts; ++i) {
+        const int32_t rows = logits_row_count(parts[i]);
+        const int64_t from = first[i + 1] - rows;
+        rmsnorm(&s.hidden[from * E], m.output_norm, &s.normed[n_out * E], rows, E, hp.rms_norm_eps);
+        n_out += rows;
+    }
+    if (n_out == 0) return;
+    const int64_t V = hp.n_vocab;
+    float* out = parts[0].logits_out;
+    if (n_parts > 1) {
+        s.logits.resize((size_t)(n_out * V));
+        out = s.logits.data();
+    }
+    matmul(pool, m.output, s.normed.data(), out, n_out);
+    if (n_parts == 1) return;
+    for (int32_t i = 0, at = 0; i < n_parts; ++i) {
+        const int32_t rows = logits_row_count(parts[i]);
+        std::copy(out + (int64_t)at * V, out + (int64_t)(at + rows) * V, parts[i].logits_out);
+        at += rows;
+    }
 }
 
 }  // namespace nld

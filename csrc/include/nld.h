@@ -69,6 +69,7 @@ typedef enum nld_logits {
 typedef struct nld_model nld_model;
 typedef struct nld_context nld_context;
 typedef struct nld_generator nld_generator;
+typedef struct nld_scheduler nld_scheduler;
 
 /* Generation modes (spec/nld-model.md section 6). */
 typedef enum nld_mode {
@@ -222,6 +223,62 @@ NLD_API nld_status nld_generator_create(nld_context* ctx, const int32_t* prompt,
 NLD_API nld_status nld_generator_step(nld_generator* gen, nld_step* out_step);
 NLD_API void nld_generator_cancel(nld_generator* gen);
 NLD_API void nld_generator_free(nld_generator* gen);
+
+/* Continuous batching (docs/batching.md). A scheduler steps many
+ * generators together, each on its own context of the scheduler's model:
+ * every nld_scheduler_step collects each generator's next forward (any mode,
+ * any mix), runs them as one forward (every weight read once for all rows,
+ * attention per sequence over its own cache) and hands each its logits. A
+ * generator's tokens, counters and cache are those nld_generator_step gives
+ * it alone. Used by one thread at a time, like a context; only
+ * nld_generator_cancel may come from another thread. */
+typedef struct nld_scheduler_params {
+    int32_t n_threads;        /* compute threads; <= 0: all cores */
+    int32_t max_rows;         /* rows of one batched forward (llama.cpp's n_batch); <= 0: 512 */
+    int32_t max_prefill_rows; /* rows of one prompt chunk (n_ubatch); <= 0: 512 */
+} nld_scheduler_params;
+
+/* One generator whose step ended in a scheduler step. */
+typedef struct nld_scheduled_step {
+    nld_generator* generator;
+    nld_step step;      /* as nld_generator_step fills it */
+    int32_t status;     /* nld_status: NLD_OK, or why this generation failed
+                           (it has then ended; step.finish_reason is CANCELLED) */
+    const char* error;  /* the message when status is not NLD_OK, else "" */
+} nld_scheduled_step;
+
+typedef struct nld_scheduler_stats {
+    int64_t n_steps;             /* steps that ran a forward */
+    int64_t n_rows;              /* rows over all of them */
+    int64_t n_prefill_rows;      /* prompt rows among n_rows */
+    int64_t n_sequence_forwards; /* sequences over all forwards (one of 3 counts 3) */
+    int64_t n_batched_forwards;  /* forwards that held two or more sequences */
+    int32_t max_sequences;       /* the most sequences one forward held */
+    int32_t n_sequences;         /* generators in the scheduler now */
+} nld_scheduler_stats;
+
+NLD_API nld_scheduler_params nld_scheduler_default_params(void);
+NLD_API nld_status nld_scheduler_create(nld_model* model, const nld_scheduler_params* params,
+                                        nld_scheduler** out_sched);
+/* Generators still in it leave it (they can be stepped alone or freed). */
+NLD_API void nld_scheduler_free(nld_scheduler* sched);
+/* Starts stepping gen, which must run on the scheduler's model, on a context
+ * no other generator in the scheduler uses. While it is in, it is stepped
+ * only by nld_scheduler_step (nld_generator_step refuses); freeing it
+ * removes it. */
+NLD_API nld_status nld_scheduler_add(nld_scheduler* sched, nld_generator* gen);
+/* Stops stepping gen (no-op if it is not in). */
+NLD_API nld_status nld_scheduler_remove(nld_scheduler* sched, nld_generator* gen);
+/* One batched forward. Fills out_steps[0 .. *out_n) with the generators whose
+ * step ended (their emitted tokens, finish, counters); a finished or failed
+ * one has left the scheduler. capacity must be at least the number of
+ * generators in it. The steps' pointers stay valid until the next
+ * scheduler step, or the generator's free. A failure of one generation
+ * (context full, ...) is reported in its entry; the call itself fails only
+ * on bad arguments. */
+NLD_API nld_status nld_scheduler_step(nld_scheduler* sched, nld_scheduled_step* out_steps, int32_t capacity,
+                                      int32_t* out_n);
+NLD_API nld_status nld_scheduler_get_stats(const nld_scheduler* sched, nld_scheduler_stats* out_stats);
 
 /* Quantization and the CPU matmul (quants/, docs/quants.md), for the
  * converter, tests and benchmarks. Types are GGML type ids:

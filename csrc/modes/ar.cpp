@@ -4,21 +4,21 @@
 
 namespace nld {
 
-void step_ar(generator& g) {
-    const float* logits;
-    if (!g.started_) {
-        g.started_ = true;
-        logits = g.prefill();
-    } else {
-        if (g.ctx_.cache.n_cached() >= g.ctx_.cache.capacity()) {
-            g.set_finish(finish_reason::context);
-            return;
-        }
-        const int32_t last = g.output.back();
-        logits = g.run({last}, row_layout::causal(g.ctx_.cache.n_cached(), 1), logits_rows::last);
+bool plan_ar(generator& g, forward_request& req) {
+    if (g.ctx_.cache.n_cached() >= g.ctx_.cache.capacity()) {
+        g.set_finish(finish_reason::context);
+        return false;
     }
+    g.phase_ = gen_phase::decode;
+    generator::plan_rows(req, {g.output.back()}, row_layout::causal(g.ctx_.cache.n_cached(), 1), logits_rows::last);
+    return true;
+}
+
+bool take_ar(generator& g, const float* logits) {
     g.n_forwards += 1;
     g.emit(g.sampler_.choose(logits));
+    g.phase_ = gen_phase::decode;
+    return true;
 }
 
 }  // namespace nld

@@ -34,36 +34,48 @@ void start_block(generator& g) {
     g.block_pass_ = 0;
     g.block_emitted_ = 0;
     g.canvas = g.block_;
+    g.phase_ = gen_phase::denoise;
     if (!emit_decided_prefix(g)) return;
     if (!g.block_fits()) g.set_finish(finish_reason::context);
 }
 
 }  // namespace
 
-void step_diffusion(generator& g) {
-    if (!g.started_) {  // prefill (not counted in nfe), seed, first block
-        g.started_ = true;
-        g.seed_ = g.sampler_.choose(g.prefill());
-        start_block(g);
-        return;
-    }
+bool plan_diffusion(generator& g, forward_request& req) {
     const int32_t B = g.params_.block_length, C = g.ctx_.cache.n_cached();
-    const float* logits = g.run(g.block_, row_layout::bidirectional(C, B, false), logits_rows::all);
-    g.n_forwards += 1;
-    // Fixed schedule (threshold 0): the B-1 masks spread evenly over B
-    // passes, remainder first.
-    const int32_t fixed = std::max(1, (B - 1) / B + (g.block_pass_ < (B - 1) % B ? 1 : 0));
-    g.commit_confident(g.block_, logits, g.params_.threshold, fixed);
-    g.block_pass_ += 1;
-    g.canvas = g.block_;
-    if (!emit_decided_prefix(g)) return;
-    if (g.block_emitted_ < B) return;  // masks remain: next step denoises again
+    if (g.phase_ == gen_phase::commit)  // the finished block joins the cache
+        generator::plan_rows(req, g.block_, row_layout::causal(C, B), logits_rows::last);
+    else
+        generator::plan_rows(req, g.block_, row_layout::bidirectional(C, B, false), logits_rows::all);
+    return true;
+}
 
-    // Commit pass: the finished block joins the cache; its last row seeds the next.
-    logits = g.run(g.block_, row_layout::causal(C, B), logits_rows::last);
-    g.n_forwards += 1;
-    g.seed_ = g.sampler_.choose(logits);
-    start_block(g);
+bool take_diffusion(generator& g, const float* logits) {
+    const int32_t B = g.params_.block_length;
+    switch (g.phase_) {
+    case gen_phase::prefill:  // not counted in nfe: the seed, then the first block
+        g.seed_ = g.sampler_.choose(logits);
+        start_block(g);
+        return true;
+    case gen_phase::denoise: {
+        g.n_forwards += 1;
+        // Fixed schedule (threshold 0): the B-1 masks spread evenly over B
+        // passes, remainder first.
+        const int32_t fixed = std::max(1, (B - 1) / B + (g.block_pass_ < (B - 1) % B ? 1 : 0));
+        g.commit_confident(g.block_, logits, g.params_.threshold, fixed);
+        g.block_pass_ += 1;
+        g.canvas = g.block_;
+        if (!emit_decided_prefix(g)) return true;
+        if (g.block_emitted_ < B) return true;  // masks remain: the next step denoises again
+        g.phase_ = gen_phase::commit;            // the same step runs the commit pass
+        return false;
+    }
+    default:  // commit: its last row seeds the next block
+        g.n_forwards += 1;
+        g.seed_ = g.sampler_.choose(logits);
+        start_block(g);
+        return true;
+    }
 }
 
 }  // namespace nld

@@ -3,22 +3,32 @@
 #include "modes/generator.h"
 
 #include <algorithm>
+#include <climits>
 #include <numeric>
 
 #include "error.h"
 
 namespace nld {
 
-void step_ar(generator&);
-void step_diffusion(generator&);
-void step_spec_linear(generator&);
-void step_spec_quadratic(generator&);
+// Each mode: the forward it needs after the prompt (false: the step ends
+// without one), and what it does with that forward's logits (true: the step
+// is done). The prefill is planned and taken here; the mode's take sees its
+// last chunk with phase_ == prefill.
+bool plan_ar(generator&, forward_request&);
+bool take_ar(generator&, const float*);
+bool plan_diffusion(generator&, forward_request&);
+bool take_diffusion(generator&, const float*);
+bool plan_spec_linear(generator&, forward_request&);
+bool take_spec_linear(generator&, const float*);
+bool plan_spec_quadratic(generator&, forward_request&);
+bool take_spec_quadratic(generator&, const float*);
 
 generator::generator(context& ctx, std::vector<int32_t> prompt, const generate_params& params)
     : ctx_(ctx), prompt_(std::move(prompt)), params_(params), sampler_(params.sampling, ctx.mdl.hp.n_vocab) {}
 
 void generator::fail() {
     set_finish(finish_reason::cancelled);
+    in_step_ = false;
     // Committed = the prompt and the emitted tokens that were evaluated.
     const size_t committed = prompt_.size() + (output.empty() ? 0 : output.size() - 1);
     size_t keep = 0;
@@ -30,39 +40,96 @@ void generator::fail() {
 }
 
 void generator::step() {
-    new_tokens.clear();
-    accepted_this_step = false;
-    const size_t rounds_before = accepted.size();
-    if (finished()) return;
-    if (cancel_requested()) {
-        set_finish(finish_reason::cancelled);
-        return;
+    forward_request req;
+    while (plan(req, INT32_MAX)) {
+        float* logits = logits_buffer(req);
+        forward(ctx_, req.tokens.data(), req.layout, req.rows, logits);
+        if (take(logits)) return;
     }
-    switch (params_.mode) {
-    case gen_mode::ar: step_ar(*this); break;
-    case gen_mode::diffusion: step_diffusion(*this); break;
-    case gen_mode::spec_linear: step_spec_linear(*this); break;
-    case gen_mode::spec_quadratic: step_spec_quadratic(*this); break;
-    }
-    accepted_this_step = accepted.size() > rounds_before;
 }
 
-const float* generator::prefill() {
+bool generator::plan(forward_request& req, int32_t max_prefill_rows) {
+    if (!in_step_) {  // a new step begins
+        new_tokens.clear();
+        accepted_this_step = false;
+        rounds_before_ = accepted.size();
+        in_step_ = true;
+        if (!finished() && cancel_requested()) set_finish(finish_reason::cancelled);
+    }
+    bool needed = false;
+    if (!finished()) {
+        if (phase_ == gen_phase::start) phase_ = gen_phase::prefill;
+        if (phase_ == gen_phase::prefill) {
+            plan_prefill(req, max_prefill_rows);
+            needed = true;
+        } else {
+            switch (params_.mode) {
+            case gen_mode::ar: needed = plan_ar(*this, req); break;
+            case gen_mode::diffusion: needed = plan_diffusion(*this, req); break;
+            case gen_mode::spec_linear: needed = plan_spec_linear(*this, req); break;
+            case gen_mode::spec_quadratic: needed = plan_spec_quadratic(*this, req); break;
+            }
+        }
+    }
+    if (needed) {
+        planned_cached_ = ctx_.cache.n_cached();
+    } else {
+        accepted_this_step = accepted.size() > rounds_before_;
+        in_step_ = false;
+    }
+    return needed;
+}
+
+bool generator::take(const float* logits) {
+    bool done = false;
+    if (phase_ == gen_phase::prefill && !prefill_done()) {
+        done = false;  // more prompt chunks to go
+    } else {
+        started_ = true;
+        switch (params_.mode) {
+        case gen_mode::ar: done = take_ar(*this, logits); break;
+        case gen_mode::diffusion: done = take_diffusion(*this, logits); break;
+        case gen_mode::spec_linear: done = take_spec_linear(*this, logits); break;
+        case gen_mode::spec_quadratic: done = take_spec_quadratic(*this, logits); break;
+        }
+    }
+    if (done) {
+        accepted_this_step = accepted.size() > rounds_before_;
+        in_step_ = false;
+    }
+    return done;
+}
+
+void generator::plan_prefill(forward_request& req, int32_t max_rows) {
     const int32_t n = (int32_t)prompt_.size();
-    if (n > ctx_.cache.capacity())
-        throw error(NLD_ERR_CONTEXT_FULL, "prompt of " + std::to_string(n) + " tokens does not fit n_ctx " +
-                                              std::to_string(ctx_.cache.capacity()));
-    int32_t keep = 0;  // at least the last prompt token is evaluated again
-    while (keep < n - 1 && keep < (int32_t)ctx_.tokens.size() && ctx_.tokens[keep] == prompt_[keep]) ++keep;
-    ctx_.truncate(keep);
-    std::vector<int32_t> rest(prompt_.begin() + keep, prompt_.end());
-    return run(rest, row_layout::causal(keep, n - keep), logits_rows::last);
+    if (prefill_next_ < 0) {  // the first chunk: reuse the cached prefix
+        if (n > ctx_.cache.capacity())
+            throw error(NLD_ERR_CONTEXT_FULL, "prompt of " + std::to_string(n) + " tokens does not fit n_ctx " +
+                                                  std::to_string(ctx_.cache.capacity()));
+        int32_t keep = 0;  // at least the last prompt token is evaluated again
+        while (keep < n - 1 && keep < (int32_t)ctx_.tokens.size() && ctx_.tokens[keep] == prompt_[keep]) ++keep;
+        ctx_.truncate(keep);
+        prefill_next_ = keep;
+    }
+    const int32_t first = prefill_next_;
+    const int32_t count = std::min(n - first, std::max(1, max_rows));
+    prefill_end_ = first + count;
+    req.tokens.assign(prompt_.begin() + first, prompt_.begin() + prefill_end_);
+    req.layout = row_layout::causal(first, count);
+    req.rows = prefill_end_ == n ? logits_rows::last : logits_rows::none;
+    prefill_next_ = prefill_end_;
 }
 
-const float* generator::run(const std::vector<int32_t>& tokens, const row_layout& layout, logits_rows rows) {
-    const size_t n_rows = rows == logits_rows::all ? tokens.size() : rows == logits_rows::last ? 1 : 0;
+void generator::plan_rows(forward_request& req, const std::vector<int32_t>& tokens, row_layout layout,
+                          logits_rows rows) {
+    req.tokens = tokens;
+    req.layout = std::move(layout);
+    req.rows = rows;
+}
+
+float* generator::logits_buffer(const forward_request& req) {
+    const size_t n_rows = req.rows == logits_rows::all ? req.tokens.size() : req.rows == logits_rows::last ? 1 : 0;
     logits_.resize(std::max<size_t>(1, n_rows) * (size_t)n_vocab());
-    forward(ctx_, tokens.data(), layout, rows, logits_.data());
     return logits_.data();
 }
 

@@ -1,7 +1,13 @@
 // generator.h: one generation over a context, stepped by the caller
 // (DESIGN.md "Data flow"). The rules of every mode are docs/generation.md;
 // the mode drivers (ar.cpp, diffusion.cpp, speculative.cpp) implement them on
-// the helpers below and only call the forward pass, never model internals.
+// the helpers below and never touch model internals.
+//
+// A generation is a planner: plan() says which forward it needs next (rows,
+// layout, logits) and take() hands it that forward's logits. step() runs
+// plan/forward/take until one step of the mode is done; the scheduler
+// (scheduler.h) instead collects the plans of many generations, runs them as
+// one batched forward and hands each its rows. Both give the same tokens.
 #pragma once
 
 #include <atomic>
@@ -14,6 +20,15 @@
 namespace nld {
 
 enum class gen_mode { ar, diffusion, spec_linear, spec_quadratic };
+// Where a generation is between forwards.
+enum class gen_phase { start, prefill, decode, denoise, commit, draft, verify, first_draft, round };
+
+// The forward a generation needs next.
+struct forward_request {
+    std::vector<int32_t> tokens;
+    row_layout layout;
+    logits_rows rows = logits_rows::none;
+};
 enum class finish_reason { none = 0, stop = 1, length = 2, context = 3, cancelled = 4 };
 
 struct generate_params {
@@ -36,6 +51,21 @@ public:
     // One step of the mode (an AR token, a denoise pass, a speculation
     // round). Tokens emitted by it are in new_tokens. No-op once finished.
     void step();
+
+    // The next forward of the current step into req; false when the step
+    // ended without one (finished, cancelled, no room in the cache). A
+    // prompt is prefilled in chunks of at most max_prefill_rows rows.
+    bool plan(forward_request& req, int32_t max_prefill_rows);
+    // The logits of the planned forward (rows as planned). True when that
+    // forward finished the step.
+    bool take(const float* logits);
+    bool in_step() const { return in_step_; }
+    // Whether the next forward is a chunk of the prompt prefill.
+    bool awaiting_prefill() const {
+        return !finished() && (phase_ == gen_phase::start || phase_ == gen_phase::prefill);
+    }
+    // Whether the forward planned last is a prompt prefill chunk.
+    bool planned_prefill() const { return phase_ == gen_phase::prefill; }
     void cancel() { cancel_requested_.store(true); }
 
     // After an error inside a step: ends the generation and drops any cache
@@ -53,11 +83,16 @@ public:
     int64_t n_forwards = 0;
 
     // -- for the mode drivers --------------------------------------------
-    // Causal prefill of the prompt, reusing the cached prefix it shares;
-    // returns the last row's logits.
-    const float* prefill();
-    // A forward over rows laid out as asked; returns logits (rows x n_vocab).
-    const float* run(const std::vector<int32_t>& tokens, const row_layout& layout, logits_rows rows);
+    // Plans the next chunk of the causal prefill of the prompt, reusing the
+    // cached prefix it shares (first call); the last chunk asks for the last
+    // row's logits. prefill_done() is true once the last chunk was taken.
+    void plan_prefill(forward_request& req, int32_t max_rows);
+    bool prefill_done() const { return prefill_next_ == (int32_t)prompt_.size(); }
+    // Plans a forward over rows laid out as asked.
+    static void plan_rows(forward_request& req, const std::vector<int32_t>& tokens, row_layout layout,
+                          logits_rows rows);
+    // The buffer the planned forward's logits go to (rows x n_vocab).
+    float* logits_buffer(const forward_request& req);
     // Appends t to the output; sets finish on a stop token or the budget.
     // Returns true while generation goes on.
     bool emit(int32_t t);
@@ -80,11 +115,17 @@ public:
     std::atomic<bool> cancel_requested_{false};
     finish_reason finish_ = finish_reason::none;
     bool started_ = false;
+    bool in_step_ = false;
+    size_t rounds_before_ = 0;        // accepted.size() when the step began
+    gen_phase phase_ = gen_phase::start;
+    int32_t prefill_next_ = -1;       // the next prompt index to prefill (-1: not begun)
+    int32_t prefill_end_ = 0;         // end of the chunk planned last
+    int32_t planned_cached_ = 0;      // n_cached when the last forward was planned
     std::vector<float> logits_;
 
     // Mode state.
     int32_t seed_ = -1;             // block modes: the token at block index 0
-    std::vector<int32_t> block_;    // diffusion: the block being denoised; quadratic: the next draft
+    std::vector<int32_t> block_;    // diffusion: the block being denoised; linear: the draft; quadratic: the next draft
     int32_t block_pass_ = 0;        // diffusion: denoise passes in this block
     int32_t block_emitted_ = 0;     // diffusion: block indices already emitted
 };

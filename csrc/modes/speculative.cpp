@@ -14,10 +14,10 @@ namespace {
 
 bool drafts_use_lora(const generator& g) { return g.params_.use_lora && g.ctx_.mdl.drafter != nullptr; }
 
-// Prefill with the LoRA off: the first token is the AR prediction; nfe = 1.
-void start(generator& g) {
-    g.started_ = true;
-    g.seed_ = g.sampler_.choose(g.prefill());
+// The prefill's choice, with the LoRA off: the first token is the AR
+// prediction; nfe = 1.
+void take_start(generator& g, const float* logits) {
+    g.seed_ = g.sampler_.choose(logits);
     g.n_forwards = 1;
     g.emit(g.seed_);
 }
@@ -48,44 +48,77 @@ void accept_and_emit(generator& g, const std::vector<int32_t>& block, const floa
 
 }  // namespace
 
-void step_spec_linear(generator& g) {
-    if (!g.started_) return start(g);
-    if (!g.block_fits()) return g.set_finish(finish_reason::context);
+// A round: draft passes on [seed, M x (B-1)] (no cache write; threshold 0
+// fills every mask at once), then one causal verify pass.
+bool plan_spec_linear(generator& g, forward_request& req) {
     const int32_t B = g.params_.block_length, C = g.ctx_.cache.n_cached();
-    std::vector<int32_t> block((size_t)B, g.mask_id());
-    block[0] = g.seed_;
-    // Draft passes (no cache write). Threshold 0 fills every mask at once.
-    const int32_t fill_all = B;
-    while (std::find(block.begin(), block.end(), g.mask_id()) != block.end()) {
-        if (g.cancel_requested()) return g.set_finish(finish_reason::cancelled);
-        const float* logits = g.run(block, row_layout::bidirectional(C, B, drafts_use_lora(g)), logits_rows::all);
-        g.n_forwards += 1;
-        g.commit_confident(block, logits, g.params_.threshold, fill_all);
-    }
-    g.canvas = block;
-    const float* verify = g.run(block, row_layout::causal(C, B), logits_rows::all);
-    g.n_forwards += 1;
-    accept_and_emit(g, block, verify, C);
-}
-
-// One forward of B + B*B rows: rows [0, B) are the current draft, causal,
-// LoRA off, committed to the cache; group m (rows B + m*B .. B + (m+1)*B) is
-// a block of masks at positions C+m+1 .. C+m+B that sees the cache, draft
-// rows 0..m and itself (bidirectional), with the LoRA on. After verifying,
-// group m of the accepted length m predicts the next block: its row 0 is
-// replaced by the correction token ar[m], rows 1.. are the next drafts.
-void step_spec_quadratic(generator& g) {
-    if (!g.started_) return start(g);
-    const int32_t B = g.params_.block_length;
-    if (!g.block_fits()) return g.set_finish(finish_reason::context);
-    const int32_t C = g.ctx_.cache.n_cached();
-    if (g.block_.empty()) {  // the first draft comes from one plain draft pass
+    if (g.phase_ != gen_phase::draft && g.phase_ != gen_phase::verify) {  // a new round
+        if (!g.block_fits()) {
+            g.set_finish(finish_reason::context);
+            return false;
+        }
         g.block_.assign((size_t)B, g.mask_id());
         g.block_[0] = g.seed_;
-        const float* logits = g.run(g.block_, row_layout::bidirectional(C, B, drafts_use_lora(g)), logits_rows::all);
-        g.n_forwards += 1;
-        g.commit_confident(g.block_, logits, 0.0f, B);
-        if (g.cancel_requested()) return g.set_finish(finish_reason::cancelled);
+        g.phase_ = gen_phase::draft;
+    }
+    if (g.phase_ == gen_phase::draft && std::find(g.block_.begin(), g.block_.end(), g.mask_id()) == g.block_.end())
+        g.phase_ = gen_phase::verify;
+    if (g.phase_ == gen_phase::draft) {
+        if (g.cancel_requested()) {
+            g.set_finish(finish_reason::cancelled);
+            return false;
+        }
+        generator::plan_rows(req, g.block_, row_layout::bidirectional(C, B, drafts_use_lora(g)), logits_rows::all);
+    } else {
+        g.canvas = g.block_;
+        generator::plan_rows(req, g.block_, row_layout::causal(C, B), logits_rows::all);
+    }
+    return true;
+}
+
+bool take_spec_linear(generator& g, const float* logits) {
+    if (g.phase_ == gen_phase::prefill) {
+        take_start(g, logits);
+        g.phase_ = gen_phase::round;
+        return true;
+    }
+    g.n_forwards += 1;
+    if (g.phase_ == gen_phase::draft) {
+        const int32_t fill_all = g.params_.block_length;
+        g.commit_confident(g.block_, logits, g.params_.threshold, fill_all);
+        return false;  // more drafts or the verify pass, in the same step
+    }
+    accept_and_emit(g, g.block_, logits, g.planned_cached_);
+    g.phase_ = gen_phase::round;
+    return true;
+}
+
+// The first draft of quadratic speculation comes from one plain draft pass.
+// Then one forward of B + B*B rows per round: rows [0, B) are the current
+// draft, causal, LoRA off, committed to the cache; group m (rows B + m*B ..
+// B + (m+1)*B) is a block of masks at positions C+m+1 .. C+m+B that sees the
+// cache, draft rows 0..m and itself (bidirectional), with the LoRA on. After
+// verifying, group m of the accepted length m predicts the next block: its
+// row 0 is replaced by the correction token ar[m], rows 1.. are the next
+// drafts.
+bool plan_spec_quadratic(generator& g, forward_request& req) {
+    const int32_t B = g.params_.block_length, C = g.ctx_.cache.n_cached();
+    if (g.phase_ == gen_phase::round) {  // a new round
+        if (!g.block_fits()) {
+            g.set_finish(finish_reason::context);
+            return false;
+        }
+        if (g.block_.empty()) {
+            g.block_.assign((size_t)B, g.mask_id());
+            g.block_[0] = g.seed_;
+            g.phase_ = gen_phase::first_draft;
+        } else {
+            g.phase_ = gen_phase::verify;
+        }
+    }
+    if (g.phase_ == gen_phase::first_draft) {
+        generator::plan_rows(req, g.block_, row_layout::bidirectional(C, B, drafts_use_lora(g)), logits_rows::all);
+        return true;
     }
     row_layout layout = row_layout::causal(C, B);
     std::vector<int32_t> tokens = g.block_;
@@ -100,17 +133,39 @@ void step_spec_quadratic(generator& g) {
     }
     layout.lora_from = drafts_use_lora(g) ? B : (int32_t)tokens.size();
     layout.n_commit = B;
-    const float* logits = g.run(tokens, layout, logits_rows::all);
+    g.phase_ = gen_phase::verify;
+    generator::plan_rows(req, tokens, std::move(layout), logits_rows::all);
+    return true;
+}
+
+bool take_spec_quadratic(generator& g, const float* logits) {
+    const int32_t B = g.params_.block_length;
+    if (g.phase_ == gen_phase::prefill) {
+        take_start(g, logits);
+        g.phase_ = gen_phase::round;
+        return true;
+    }
     g.n_forwards += 1;
+    if (g.phase_ == gen_phase::first_draft) {
+        g.commit_confident(g.block_, logits, 0.0f, B);
+        if (g.cancel_requested()) {
+            g.set_finish(finish_reason::cancelled);
+            return true;
+        }
+        g.phase_ = gen_phase::verify;  // the round's forward follows in the same step
+        return false;
+    }
     g.canvas = g.block_;
     const std::vector<int32_t> draft = g.block_;
-    accept_and_emit(g, draft, logits, C);
+    accept_and_emit(g, draft, logits, g.planned_cached_);
     const int32_t m = g.accepted.back();
     // The next draft: [ar[m], predictions of group m at indices 1..B-1].
     g.block_.assign((size_t)B, g.mask_id());
     g.block_[0] = g.seed_;
     const float* group = logits + (size_t)(B + m * B) * g.n_vocab();
     for (int32_t j = 1; j < B; ++j) g.block_[j] = g.sampler_.choose(group + (size_t)j * g.n_vocab());
+    g.phase_ = gen_phase::round;
+    return true;
 }
 
 }  // namespace nld

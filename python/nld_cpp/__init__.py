@@ -1,18 +1,20 @@
 """nld_cpp: a local runtime for Nemotron-Labs-Diffusion tri-mode language models.
 
 The public API is :class:`Model` (load a GGUF, run forwards, generate) and
-:class:`NldError` (every failure of the core). Both are imported lazily so
+:class:`NldError` (every failure of the core); :class:`Scheduler` batches
+the generations of several contexts into shared forwards. Both are imported lazily so
 that ``python -m nld_cpp.convert`` works without loading the native library.
 """
 
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "ModelInfo", "NldError", "__version__"]
+__all__ = ["Model", "ModelInfo", "NldError", "Scheduler", "__version__"]
 
 if TYPE_CHECKING:
     from ._binding import NldError
     from .model import Model, ModelInfo
+    from .scheduler import Scheduler
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from . import model
 
         return getattr(model, name)
+    if name == "Scheduler":
+        from .scheduler import Scheduler
+
+        return Scheduler
     raise AttributeError(f"module 'nld_cpp' has no attribute {name!r}")

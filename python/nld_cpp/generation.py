@@ -3,13 +3,17 @@ every mode are in docs/generation.md; the algorithms run in the C++ core)."""
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Deque, Sequence
 
 import numpy as np
 
 from ._binding import check, ffi, lib
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
 
 MODES = {"ar": lib.NLD_MODE_AR, "diffusion": lib.NLD_MODE_DIFFUSION, "spec": lib.NLD_MODE_SPEC,
          "spec-quadratic": lib.NLD_MODE_SPEC_QUADRATIC}
@@ -88,27 +92,42 @@ def generation_params(*, mode: str, max_tokens: int, block_length: int | None, t
     return p, stop_buf
 
 
+def step_from_c(s: Any) -> GenerationStep:
+    """A GenerationStep copied out of an nld_step."""
+    return GenerationStep(
+        tokens=ffi.unpack(s.tokens, s.n_tokens) if s.n_tokens else [],
+        canvas=ffi.unpack(s.canvas, s.n_canvas) if s.n_canvas else None,
+        finish_reason=FINISH[s.finish_reason], n_generated=s.n_generated, n_forwards=s.n_forwards,
+        n_rounds=s.n_rounds, accepted=None if s.last_accepted < 0 else s.last_accepted)
+
+
 class Generator:
     """One running generation; iterate it for steps. cancel() may be called
     from another thread; the generation then ends within one step.
     ``on_close`` runs once when the generation ends, is closed or is
-    collected (the Model releases its context there)."""
+    collected (the Model releases its context there). With a ``scheduler``
+    its steps come from the scheduler's batched forwards."""
 
     def __init__(self, ctx: Any, prompt: np.ndarray, params: Any, keep_alive: Any,
-                 on_close: Callable[[], None] = lambda: None):
+                 on_close: Callable[[], None] = lambda: None, scheduler: "Scheduler | None" = None):
         self._keep_alive = keep_alive  # the params' stop buffer and the owning Model
         self._on_close: Callable[[], None] | None = on_close
         self._gen = None
+        self._sched: "Scheduler | None" = None
+        self._pending: Deque[Any] = collections.deque()  # steps a batched forward made for it
+        self._done = False
         out = ffi.new("nld_generator **")
         try:
             check(lib.nld_generator_create(ctx, ffi.from_buffer("int32_t[]", prompt), len(prompt),
                                            ffi.addressof(params), out))
+            self._gen = ffi.gc(out[0], lib.nld_generator_free)
+            if scheduler is not None:
+                scheduler._add(self)
+                self._sched = scheduler
         except BaseException:
             self.close()
             raise
-        self._gen = ffi.gc(out[0], lib.nld_generator_free)
         self._step = ffi.new("nld_step *")
-        self._done = False
 
     def cancel(self) -> None:
         gen = self._gen
@@ -118,7 +137,11 @@ class Generator:
     def close(self) -> None:
         if self._gen is not None:
             gen, self._gen = self._gen, None
-            ffi.release(gen)
+            sched, self._sched = self._sched, None
+            if sched is not None:
+                sched._release(self, gen)
+            else:
+                ffi.release(gen)
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
             on_close()
@@ -136,18 +159,21 @@ class Generator:
         if self._done or self._gen is None:
             raise StopIteration
         try:
-            check(lib.nld_generator_step(self._gen, self._step))
+            step = None
+            sched = self._sched
+            if sched is not None:
+                step = sched._next_step(self)
+            elif self._pending:  # made before the scheduler was closed
+                step = self._pending.popleft()
+                if isinstance(step, BaseException):
+                    raise step
+            if step is None:
+                check(lib.nld_generator_step(self._gen, self._step))
+                step = step_from_c(self._step[0])
         except BaseException:
             self.close()
             raise
-        s = self._step[0]
-        finish = FINISH[s.finish_reason]
-        step = GenerationStep(
-            tokens=ffi.unpack(s.tokens, s.n_tokens) if s.n_tokens else [],
-            canvas=ffi.unpack(s.canvas, s.n_canvas) if s.n_canvas else None,
-            finish_reason=finish, n_generated=s.n_generated, n_forwards=s.n_forwards,
-            n_rounds=s.n_rounds, accepted=None if s.last_accepted < 0 else s.last_accepted)
-        if finish is not None:
+        if step.finish_reason is not None:
             self._done = True
             self.close()
         return step

@@ -132,6 +132,7 @@ class Model(CompletionMixin):
         self._ctx: Any = None
         self._release: Any = lambda: None
         self._busy = _Busy()
+        self._scheduler: Any = None  # a Scheduler that batches this context's generations (attach)
         path = os.fspath(model_path)
         self._weights = _weights if _weights is not None else self._load(path, n_threads, lora_path)
         self._model = self._weights.handle
@@ -303,7 +304,8 @@ class Model(CompletionMixin):
             self._active = None
             self._busy.release()
 
-        gen = Generator(ctx, toks, params, keep_alive=(stop_buf, self), on_close=done)  # calls done() if it fails
+        gen = Generator(ctx, toks, params, keep_alive=(stop_buf, self), on_close=done,  # calls done() if it fails
+                        scheduler=self._scheduler)
         self._active = weakref.ref(gen)
         return gen
 
