@@ -292,32 +292,81 @@ nld_status nld_context_truncate(nld_context* ctx, int32_t n_keep) {
     });
 }
 
+namespace {
+
+// Checks one forward's arguments (fn and what name the call and the part in
+// the message) and lays out its rows.
+nld_status check_forward(const char* what, nld_context* ctx, const int32_t* tokens, int32_t n_tokens,
+                         int32_t attention, int32_t logits, const float* logits_out, size_t logits_capacity) {
+    const std::string w(what);
+    NLD_REQUIRE(ctx != nullptr, w + ": ctx is NULL");
+    NLD_REQUIRE(tokens != nullptr && n_tokens > 0, w + ": need at least one token");
+    NLD_REQUIRE(attention == NLD_ATTENTION_CAUSAL || attention == NLD_ATTENTION_BIDIRECTIONAL,
+                w + ": attention must be NLD_ATTENTION_CAUSAL or NLD_ATTENTION_BIDIRECTIONAL, got " +
+                    std::to_string(attention));
+    NLD_REQUIRE(logits >= NLD_LOGITS_NONE && logits <= NLD_LOGITS_ALL,
+                w + ": logits must be NONE, LAST or ALL, got " + std::to_string(logits));
+    const size_t rows = logits == NLD_LOGITS_NONE ? 0 : logits == NLD_LOGITS_LAST ? 1 : (size_t)n_tokens;
+    const size_t need = rows * (size_t)ctx->impl->mdl.hp.n_vocab;
+    NLD_REQUIRE(rows == 0 || logits_out != nullptr, w + ": logits_out is NULL");
+    NLD_REQUIRE(logits_capacity >= need, w + ": logits_capacity " + std::to_string(logits_capacity) +
+                                             " is smaller than the " + std::to_string(need) + " floats needed");
+    return NLD_OK;
+}
+
+nld::row_layout layout_for(const nld::context& c, int32_t n_tokens, int32_t attention) {
+    const int32_t C = c.cache.n_cached();
+    return attention == NLD_ATTENTION_CAUSAL ? nld::row_layout::causal(C, n_tokens)
+                                             : nld::row_layout::bidirectional(C, n_tokens, false);
+}
+
+nld::logits_rows rows_for(int32_t logits) {
+    return logits == NLD_LOGITS_NONE ? nld::logits_rows::none
+           : logits == NLD_LOGITS_LAST ? nld::logits_rows::last
+                                       : nld::logits_rows::all;
+}
+
+}  // namespace
+
 nld_status nld_context_forward(nld_context* ctx, const int32_t* tokens, int32_t n_tokens,
                                const nld_forward_params* params, float* logits_out, size_t logits_capacity) {
-    NLD_REQUIRE(ctx != nullptr, "nld_context_forward: ctx is NULL");
-    NLD_REQUIRE(tokens != nullptr && n_tokens > 0, "nld_context_forward: need at least one token");
     const nld_forward_params p = params ? *params : nld_forward_default_params();
-    NLD_REQUIRE(p.attention == NLD_ATTENTION_CAUSAL || p.attention == NLD_ATTENTION_BIDIRECTIONAL,
-                "nld_context_forward: attention must be NLD_ATTENTION_CAUSAL or NLD_ATTENTION_BIDIRECTIONAL, got " +
-                    std::to_string(p.attention));
-    NLD_REQUIRE(p.logits >= NLD_LOGITS_NONE && p.logits <= NLD_LOGITS_ALL,
-                "nld_context_forward: logits must be NONE, LAST or ALL, got " + std::to_string(p.logits));
-    nld::context& c = *ctx->impl;
-    const size_t rows = p.logits == NLD_LOGITS_NONE ? 0 : p.logits == NLD_LOGITS_LAST ? 1 : (size_t)n_tokens;
-    const size_t need = rows * (size_t)c.mdl.hp.n_vocab;
-    NLD_REQUIRE(rows == 0 || logits_out != nullptr, "nld_context_forward: logits_out is NULL");
-    NLD_REQUIRE(logits_capacity >= need, "nld_context_forward: logits_capacity " + std::to_string(logits_capacity) +
-                                             " is smaller than the " + std::to_string(need) + " floats needed");
+    const nld_status bad = check_forward("nld_context_forward", ctx, tokens, n_tokens, p.attention, p.logits,
+                                         logits_out, logits_capacity);
+    if (bad != NLD_OK) return bad;
     return guarded("nld_context_forward", [&] {
+        nld::context& c = *ctx->impl;
         check_tokens(c.mdl, tokens, n_tokens, "tokens");
-        const int32_t C = c.cache.n_cached();
-        const nld::row_layout layout = p.attention == NLD_ATTENTION_CAUSAL
-                                           ? nld::row_layout::causal(C, n_tokens)
-                                           : nld::row_layout::bidirectional(C, n_tokens, false);
-        const auto which = p.logits == NLD_LOGITS_NONE   ? nld::logits_rows::none
-                           : p.logits == NLD_LOGITS_LAST ? nld::logits_rows::last
-                                                         : nld::logits_rows::all;
-        nld::forward(c, tokens, layout, which, logits_out);
+        nld::forward(c, tokens, layout_for(c, n_tokens, p.attention), rows_for(p.logits), logits_out);
+        return NLD_OK;
+    });
+}
+
+nld_status nld_forward_batch(const nld_batch_part* parts, int32_t n_parts) {
+    NLD_REQUIRE(parts != nullptr && n_parts > 0, "nld_forward_batch: no parts");
+    NLD_REQUIRE(n_parts <= 4096, "nld_forward_batch: " + std::to_string(n_parts) + " parts is too many");
+    for (int32_t i = 0; i < n_parts; ++i) {
+        const nld_batch_part& q = parts[i];
+        const std::string what = "nld_forward_batch: part " + std::to_string(i);
+        const nld_status bad = check_forward(what.c_str(), q.ctx, q.tokens, q.n_tokens, q.attention, q.logits,
+                                             q.logits_out, q.logits_capacity);
+        if (bad != NLD_OK) return bad;
+    }
+    return guarded("nld_forward_batch", [&] {
+        std::vector<nld::row_layout> layouts;
+        std::vector<nld::forward_part> fp;
+        layouts.reserve((size_t)n_parts);
+        for (int32_t i = 0; i < n_parts; ++i) {
+            const nld_batch_part& q = parts[i];
+            nld::context& c = *q.ctx->impl;
+            check_tokens(c.mdl, q.tokens, q.n_tokens, ("part " + std::to_string(i) + " tokens").c_str());
+            layouts.push_back(layout_for(c, q.n_tokens, q.attention));
+        }
+        for (int32_t i = 0; i < n_parts; ++i)
+            fp.push_back(nld::forward_part{parts[i].ctx->impl.get(), parts[i].tokens, &layouts[(size_t)i],
+                                           rows_for(parts[i].logits), parts[i].logits_out});
+        nld::context& first = *parts[0].ctx->impl;
+        nld::forward_batch(first.pool, first.scratch, fp.data(), n_parts);
         return NLD_OK;
     });
 }

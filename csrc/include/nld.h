@@ -206,6 +206,26 @@ NLD_API nld_status nld_context_forward(nld_context* ctx, const int32_t* tokens, 
                                        const nld_forward_params* params, float* logits_out,
                                        size_t logits_capacity);
 
+/* One sequence's share of a batched forward (nld_forward_batch): the same
+ * arguments as nld_context_forward. */
+typedef struct nld_batch_part {
+    nld_context* ctx;
+    const int32_t* tokens;
+    int32_t n_tokens;
+    int32_t attention;      /* nld_attention */
+    int32_t logits;         /* nld_logits */
+    float* logits_out;
+    size_t logits_capacity; /* floats */
+} nld_batch_part;
+
+/* One forward over the new tokens of n_parts sequences, each on its own
+ * context of one model (no context twice): every weight matrix is applied
+ * once to all their rows, attention runs per sequence over its own cache.
+ * Each part's cache and logits are those nld_context_forward gives it alone,
+ * bit for bit. Runs on the first part's context's threads. Nothing is
+ * changed when any part is invalid (the message names it). */
+NLD_API nld_status nld_forward_batch(const nld_batch_part* parts, int32_t n_parts);
+
 /* Generation (docs/generation.md gives every rule). A generator runs one
  * generation on a context: create it with the prompt, call
  * nld_generator_step until the step's finish_reason is not NLD_FINISH_NONE,

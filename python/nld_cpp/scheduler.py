@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Deque
+from typing import TYPE_CHECKING, Any, Deque, List, Sequence, Tuple
+
+import numpy as np
 
 from ._binding import NldError, check, ffi, lib
 
@@ -56,6 +58,7 @@ class Scheduler:
         self._members: "weakref.WeakValueDictionary[int, Generator]" = weakref.WeakValueDictionary()
         self._contexts: "weakref.WeakSet[Model]" = weakref.WeakSet()
         self.max_rows, self.max_prefill_rows = max_rows, max_prefill_rows
+        self._snapshot()
 
     # -- contexts ---------------------------------------------------------
     def attach(self, context: "Model") -> None:
@@ -86,6 +89,7 @@ class Scheduler:
         with self._lock:
             check(lib.nld_scheduler_add(self._live(), gen._gen))
             self._members[_key(gen._gen)] = gen
+            self._snapshot()
 
     def _release(self, gen: "Generator", handle: Any) -> None:
         """Frees gen's core generator, which leaves the scheduler (under the
@@ -93,6 +97,8 @@ class Scheduler:
         with self._lock:
             self._members.pop(_key(handle), None)
             ffi.release(handle)
+            if self._sched is not None:
+                self._snapshot()
 
     def _next_step(self, gen: "Generator") -> "GenerationStep | None":
         """gen's next step: queued by an earlier batched forward, or from
@@ -116,6 +122,7 @@ class Scheduler:
         out = ffi.new("nld_scheduled_step[]", n)
         n_out = ffi.new("int32_t *")
         check(lib.nld_scheduler_step(self._sched, out, n, n_out))
+        self._snapshot()
         for i in range(n_out[0]):
             entry = out[i]
             gen = self._members.get(_key(entry.generator))
@@ -132,14 +139,18 @@ class Scheduler:
     # -- state ------------------------------------------------------------
     def stats(self) -> dict:
         """Counters of the batched forwards so far: steps, rows, prefill
-        rows, sequences per forward and the most in one, sequences now."""
+        rows, sequences per forward and the most in one, sequences now (as
+        of the last step; never waits for a running one)."""
+        self._live()
+        return dict(self._stats)
+
+    def _snapshot(self) -> None:
         raw = ffi.new("nld_scheduler_stats *")
-        with self._lock:
-            check(lib.nld_scheduler_get_stats(self._live(), raw))
+        check(lib.nld_scheduler_get_stats(self._sched, raw))
         s = raw[0]
-        return {"n_steps": s.n_steps, "n_rows": s.n_rows, "n_prefill_rows": s.n_prefill_rows,
-                "n_sequence_forwards": s.n_sequence_forwards, "n_batched_forwards": s.n_batched_forwards,
-                "max_sequences": s.max_sequences, "n_sequences": s.n_sequences}
+        self._stats = {"n_steps": s.n_steps, "n_rows": s.n_rows, "n_prefill_rows": s.n_prefill_rows,
+                       "n_sequence_forwards": s.n_sequence_forwards, "n_batched_forwards": s.n_batched_forwards,
+                       "max_sequences": s.max_sequences, "n_sequences": s.n_sequences}
 
     def close(self) -> None:
         """Free the scheduler; generations still in it go on stepping
@@ -168,8 +179,55 @@ class Scheduler:
             pass
 
 
+def forward_batch(parts: Sequence[Tuple["Model", Any, str, str]]) -> List[np.ndarray]:
+    """One forward over the new tokens of several contexts of one model:
+    ``parts`` is a list of ``(context, tokens, kind, logits)`` with the
+    arguments of :meth:`Model.forward` (kind "causal" or "bidirectional",
+    logits "all", "last" or "none"). Every weight is applied once to all
+    rows; each context's cache and logits are those Model.forward gives it
+    alone. Returns the logits arrays in order. Runs on the first context's
+    threads; the contexts are held (as by Model.forward) for the call."""
+    from .model import _ATTENTION, _LOGITS, _as_tokens
+
+    if not parts:
+        raise ValueError("forward_batch needs at least one part")
+    contexts = [p[0] for p in parts]
+    if len({id(c) for c in contexts}) != len(contexts):
+        raise ValueError("forward_batch: a context appears twice")
+    raw = ffi.new("nld_batch_part[]", len(parts))
+    keep: List[Any] = []
+    outs: List[np.ndarray] = []
+    for i, (context, tokens, kind, logits) in enumerate(parts):
+        if kind not in _ATTENTION:
+            raise ValueError(f"part {i}: kind must be one of {sorted(_ATTENTION)}, got {kind!r}")
+        if logits not in _LOGITS:
+            raise ValueError(f"part {i}: logits must be one of {sorted(_LOGITS)}, got {logits!r}")
+        toks = _as_tokens(tokens, f"part {i} tokens")
+        rows = {"none": 0, "last": 1, "all": len(toks)}[logits]
+        out = np.empty((rows, context.n_vocab), dtype=np.float32)
+        keep += [toks, out]
+        outs.append(out)
+        raw[i].ctx = context._live()
+        raw[i].tokens = ffi.from_buffer("int32_t[]", toks)
+        raw[i].n_tokens = len(toks)
+        raw[i].attention = _ATTENTION[kind]
+        raw[i].logits = _LOGITS[logits]
+        raw[i].logits_out = ffi.from_buffer("float[]", out) if out.size else ffi.NULL
+        raw[i].logits_capacity = out.size
+    held: List[Any] = []
+    try:
+        for context in sorted(contexts, key=id):  # one order: two batch calls never wait on each other
+            context._busy.acquire("forward_batch")
+            held.append(context)
+        check(lib.nld_forward_batch(raw, len(parts)))
+    finally:
+        for context in held:
+            context._busy.release()
+    return outs
+
+
 def _key(handle: Any) -> int:
     return int(ffi.cast("uintptr_t", handle))
 
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "forward_batch"]

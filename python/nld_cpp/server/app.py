@@ -47,6 +47,7 @@ class State:
         self.args = args
         self.model: Any = None
         self.pool: Optional[SlotPool] = None
+        self.scheduler: Any = None  # continuous batching over the slots (None with --no-cont-batching)
         self.template: Optional[ChatTemplate] = None
         self.n_ctx = 0
         if not args.model:
@@ -71,6 +72,13 @@ class State:
         model = Model(path, n_ctx=per_slot, n_threads=a.threads, lora_path=a.lora)
         slots = [Slot(0, model)] + [Slot(i, model.new_context(n_ctx=per_slot, n_threads=a.threads))
                                     for i in range(1, a.parallel)]
+        if not a.no_cont_batching:  # the slots' generations share batched forwards
+            from ..scheduler import Scheduler
+
+            self.scheduler = Scheduler(model, n_threads=a.threads, max_rows=a.batch_size,
+                                       max_prefill_rows=a.ubatch_size)
+            for slot in slots:
+                self.scheduler.attach(slot.model)
         try:
             template = (ChatTemplate.from_model(model, model.tokenizer, chat_template=a.chat_template)
                         if a.chat_template is not None else model.chat_template())
@@ -93,6 +101,8 @@ class State:
         if self.pool is not None:
             for slot in self.pool.slots:
                 slot.model.close()
+        if self.scheduler is not None:
+            self.scheduler.close()
 
 
 class ApiKeys:
@@ -257,7 +267,8 @@ async def metrics(request: Request) -> Response:
     if not st.args.metrics:
         raise ApiError(501, "This server does not support the metrics endpoint; start it with --metrics")
     st.ready()
-    return PlainTextResponse(st.metrics.text(st.pool.n_busy, st.pool.n_waiting, st.n_ctx),
+    batching = st.scheduler.stats() if st.scheduler is not None else None
+    return PlainTextResponse(st.metrics.text(st.pool.n_busy, st.pool.n_waiting, st.n_ctx, batching),
                              media_type="text/plain; version=0.0.4")
 
 

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "-t", "--threads", env="NLD_ARG_THREADS", type=int, default=0, help="compute threads (0: all cores)")
     _flag(p, "-np", "--parallel", env="NLD_ARG_N_PARALLEL", type=int, default=1,
           help="number of slots: requests served at the same time, each with its own KV cache")
+    _flag(p, "-b", "--batch-size", env="NLD_ARG_BATCH", type=int, default=512,
+          help="rows of one batched forward over the slots (continuous batching's budget per step)")
+    _flag(p, "-ub", "--ubatch-size", env="NLD_ARG_UBATCH", type=int, default=512,
+          help="rows of one prompt chunk: longer prompts are prefilled over several steps while the others decode")
+    _flag(p, "-nocb", "--no-cont-batching", env="NLD_ARG_NO_CONT_BATCHING", action="store_true",
+          help="step the slots one after another instead of batching their forwards")
     _flag(p, "--queue-size", env="NLD_ARG_QUEUE_SIZE", type=int, default=64,
           help="requests that may wait for a slot; beyond it the server answers 503 with Retry-After")
     _flag(p, "-a", "--alias", env="NLD_ARG_ALIAS", help="the model id clients see (default: the file name)")
@@ -77,7 +83,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     for name, lo in (("port", 0), ("parallel", 1), ("queue_size", 0), ("max_body_size", 1), ("ctx_size", 0),
-                     ("threads", 0)):
+                     ("threads", 0), ("batch_size", 1), ("ubatch_size", 1)):
         if getattr(args, name) < lo:
             parser.error(f"--{name.replace('_', '-')} must be >= {lo}, got {getattr(args, name)}")
     if args.ctx_size and args.ctx_size // args.parallel < 2:

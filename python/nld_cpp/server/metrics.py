@@ -1,13 +1,13 @@
 """The counters behind GET /metrics, in Prometheus' text format:
 llama-server's names (prefix `llamacpp:`) and ours (prefix `nld:`, labelled
 by mode): forward passes, draft tokens proposed and accepted, requests and
-tokens."""
+tokens; and the continuous-batching scheduler's counters."""
 
 from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..generation import MODES
 
@@ -41,7 +41,8 @@ class Metrics:
         with self._lock:
             self.requests_refused += 1
 
-    def text(self, busy: int, waiting: int, n_ctx: int) -> str:
+    def text(self, busy: int, waiting: int, n_ctx: int, batching: Optional[Dict[str, int]] = None) -> str:
+        """batching: the scheduler's counters (None without continuous batching)."""
         with self._lock:
             rows: List[Tuple[str, str, str, Any]] = [
                 ("llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.", self.prompt_tokens),
@@ -62,6 +63,20 @@ class Metrics:
                 ("nld:requests_refused_total", "counter", "Requests refused because the queue was full.",
                  self.requests_refused),
             ]
+            if batching is not None:
+                steps = batching["n_steps"]
+                rows += [
+                    ("llamacpp:n_busy_slots_per_decode", "gauge", "Average number of slots in one batched forward.",
+                     batching["n_sequence_forwards"] / steps if steps else 0.0),
+                    ("nld:batched_steps_total", "counter", "Batched forwards run by the scheduler.", steps),
+                    ("nld:batched_forwards_shared_total", "counter", "Batched forwards that held two or more slots.",
+                     batching["n_batched_forwards"]),
+                    ("nld:batch_rows_total", "counter", "Rows over all batched forwards.", batching["n_rows"]),
+                    ("nld:batch_prefill_rows_total", "counter", "Prompt rows over all batched forwards.",
+                     batching["n_prefill_rows"]),
+                    ("nld:batch_max_slots", "gauge", "The most slots one batched forward held.",
+                     batching["max_sequences"]),
+                ]
             per_mode = [
                 ("nld:requests_total", "Finished generations, by mode.", "requests"),
                 ("nld:tokens_predicted_total", "Generated tokens, by mode.", "tokens"),
