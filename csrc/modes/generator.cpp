@@ -82,10 +82,10 @@ bool generator::plan(forward_request& req, int32_t max_prefill_rows) {
 
 bool generator::take(const float* logits) {
     bool done = false;
+    if (phase_ == gen_phase::prefill) prefill_next_ = prefill_end_;  // that chunk is in the cache now
     if (phase_ == gen_phase::prefill && !prefill_done()) {
         done = false;  // more prompt chunks to go
     } else {
-        started_ = true;
         switch (params_.mode) {
         case gen_mode::ar: done = take_ar(*this, logits); break;
         case gen_mode::diffusion: done = take_diffusion(*this, logits); break;
@@ -117,7 +117,6 @@ void generator::plan_prefill(forward_request& req, int32_t max_rows) {
     req.tokens.assign(prompt_.begin() + first, prompt_.begin() + prefill_end_);
     req.layout = row_layout::causal(first, count);
     req.rows = prefill_end_ == n ? logits_rows::last : logits_rows::none;
-    prefill_next_ = prefill_end_;
 }
 
 void generator::plan_rows(forward_request& req, const std::vector<int32_t>& tokens, row_layout layout,

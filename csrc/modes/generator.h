@@ -85,7 +85,8 @@ public:
     // -- for the mode drivers --------------------------------------------
     // Plans the next chunk of the causal prefill of the prompt, reusing the
     // cached prefix it shares (first call); the last chunk asks for the last
-    // row's logits. prefill_done() is true once the last chunk was taken.
+    // row's logits. Planning again before the take plans the same chunk.
+    // prefill_done() is true once the last chunk was taken.
     void plan_prefill(forward_request& req, int32_t max_rows);
     bool prefill_done() const { return prefill_next_ == (int32_t)prompt_.size(); }
     // Plans a forward over rows laid out as asked.
@@ -114,12 +115,11 @@ public:
     sampler sampler_;
     std::atomic<bool> cancel_requested_{false};
     finish_reason finish_ = finish_reason::none;
-    bool started_ = false;
     bool in_step_ = false;
     size_t rounds_before_ = 0;        // accepted.size() when the step began
     gen_phase phase_ = gen_phase::start;
     int32_t prefill_next_ = -1;       // the next prompt index to prefill (-1: not begun)
-    int32_t prefill_end_ = 0;         // end of the chunk planned last
+    int32_t prefill_end_ = 0;         // end of the chunk planned last (taken: prefill_next_ moves there)
     int32_t planned_cached_ = 0;      // n_cached when the last forward was planned
     std::vector<float> logits_;
 
