@@ -585,6 +585,7 @@ nld_status nld_scheduler_get_stats(const nld_scheduler* sched, nld_scheduler_sta
     out->n_batched_forwards = s.n_batched_forwards;
     out->max_sequences = s.max_sequences;
     out->n_sequences = sched->impl->size();
+    out->scratch_bytes = (int64_t)sched->impl->scratch_bytes();
     return NLD_OK;
 }
 

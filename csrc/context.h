@@ -48,6 +48,14 @@ struct forward_scratch {
     std::vector<float> gate;       // (n, n_ff)
     std::vector<float> up;         // (n, n_ff)
     std::vector<float> logits;     // (logits rows, n_vocab) of a batch of several sequences
+
+    // Bytes held: the high-water mark of the forwards run on it so far.
+    size_t bytes() const {
+        size_t n = 0;
+        for (const std::vector<float>* v : {&hidden, &normed, &q, &k, &v, &attn, &proj, &lora_mid, &gate, &up, &logits})
+            n += v->capacity();
+        return n * sizeof(float);
+    }
 };
 
 struct context {

@@ -68,6 +68,9 @@ public:
     // left the scheduler. Valid until the next step.
     const std::vector<scheduled_result>& step();
     const scheduler_stats& stats() const { return stats_; }
+    // Activations held for the batched forwards: grown to the largest batch
+    // so far (rows, and rows with logits), then reused.
+    size_t scratch_bytes() const { return scratch_.bytes(); }
 
 private:
     struct entry {

@@ -217,6 +217,12 @@ def test_scheduler_counts_rows_within_the_budget(tiny):
     assert stats["max_sequences"] == 4
     assert stats["n_rows"] == stats["n_prefill_rows"] + 4 * 19
     assert stats["n_steps"] * 8 >= stats["n_rows"]
+    # Its activations: at least the four decode rows' logits that one forward
+    # holds, at most 8 rows of every activation and of logits (std::vector
+    # may hold up to twice what it was resized to).
+    h = tiny.info
+    per_row = 3 * h.n_embd + 2 * h.n_head * h.head_dim + 2 * h.n_head_kv * h.head_dim + h.lora_rank + 2 * h.n_ff
+    assert 4 * 4 * h.n_vocab <= stats["scratch_bytes"] <= 2 * 4 * 8 * (per_row + h.n_vocab)
 
 
 # -- the C API's rules --------------------------------------------------------

@@ -247,7 +247,7 @@ def test_concurrent_clients_get_the_single_client_answers(tmp_path):
                 "prompt": PROMPTS[c % len(PROMPTS)], "max_tokens": 8, "include_usage": True}
                for j, m in enumerate(MODES)] for c in range(n_clients)]
 
-    with running_server(["-np", str(n_slots)], log_dir=tmp_path) as srv:
+    with running_server(["-np", str(n_slots), "--metrics"], log_dir=tmp_path) as srv:
         warm = _concurrent(srv.url, warmup)
         assert all(not r["problems"] for r in warm), [r for r in warm if r["problems"]]
 
@@ -255,11 +255,11 @@ def test_concurrent_clients_get_the_single_client_answers(tmp_path):
         with httpx.Client(timeout=REQUEST_TIMEOUT_S) as client:
             expected = {key: complete(client, srv.url, key[2], key[0], key[1], key[3]) for key in keys}
         n_before = sum(s["n_requests"] for s in slot_states(srv))
-        rss_before = srv.rss_bytes()
+        rss_before, scratch_before = srv.rss_bytes(), metrics(srv)["nld:batch_scratch_bytes"]
 
         results = _concurrent(srv.url, plans)
 
-        rss_after = srv.rss_bytes()
+        rss_after, scratch_after = srv.rss_bytes(), metrics(srv)["nld:batch_scratch_bytes"]
         slots_after = slot_states(srv)
         log = srv.log_text()
         assert_clean_log(srv)
@@ -273,8 +273,15 @@ def test_concurrent_clients_get_the_single_client_answers(tmp_path):
     assert not any(s["is_processing"] for s in slots_after), slots_after
     assert sum(s["n_requests"] for s in slots_after) - n_before == len(results), slots_after
     assert all(s["n_requests"] > 0 for s in slots_after), f"a slot never served: {slots_after}"
-    assert abs(rss_after - rss_before) <= 0.05 * rss_before, \
-        f"resident memory went from {rss_before / 2**20:.1f} MiB to {rss_after / 2**20:.1f} MiB over the run"
+    # The batched forward's activations grow to the largest batch met (two
+    # quadratic drafts in one forward hold hundreds of logits rows), which
+    # depends on how the requests happened to meet; what the scheduler
+    # reports holding for that is not a leak. Anything else must stay flat.
+    scratch_growth = scratch_after - scratch_before
+    assert scratch_growth >= 0, (scratch_before, scratch_after)
+    assert abs(rss_after - rss_before - scratch_growth) <= 0.05 * rss_before, \
+        (f"resident memory went from {rss_before / 2**20:.1f} MiB to {rss_after / 2**20:.1f} MiB over the run, "
+         f"of which {scratch_growth / 2**20:.1f} MiB the batched forward's activations")
 
 
 # -- 2. disconnects ---------------------------------------------------------

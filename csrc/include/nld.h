@@ -275,6 +275,8 @@ typedef struct nld_scheduler_stats {
     int64_t n_batched_forwards;  /* forwards that held two or more sequences */
     int32_t max_sequences;       /* the most sequences one forward held */
     int32_t n_sequences;         /* generators in the scheduler now */
+    int64_t scratch_bytes;       /* activations held for batched forwards: grown to the
+                                    largest batch so far (rows, logits rows), then reused */
 } nld_scheduler_stats;
 
 NLD_API nld_scheduler_params nld_scheduler_default_params(void);

@@ -139,8 +139,9 @@ class Scheduler:
     # -- state ------------------------------------------------------------
     def stats(self) -> dict:
         """Counters of the batched forwards so far: steps, rows, prefill
-        rows, sequences per forward and the most in one, sequences now (as
-        of the last step; never waits for a running one)."""
+        rows, sequences per forward and the most in one, sequences now,
+        bytes of activations held (grown to the largest batch so far), as of
+        the last step; never waits for a running one."""
         self._live()
         return dict(self._stats)
 
@@ -150,7 +151,8 @@ class Scheduler:
         s = raw[0]
         self._stats = {"n_steps": s.n_steps, "n_rows": s.n_rows, "n_prefill_rows": s.n_prefill_rows,
                        "n_sequence_forwards": s.n_sequence_forwards, "n_batched_forwards": s.n_batched_forwards,
-                       "max_sequences": s.max_sequences, "n_sequences": s.n_sequences}
+                       "max_sequences": s.max_sequences, "n_sequences": s.n_sequences,
+                       "scratch_bytes": s.scratch_bytes}
 
     def close(self) -> None:
         """Free the scheduler; generations still in it go on stepping

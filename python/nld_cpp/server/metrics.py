@@ -76,6 +76,9 @@ class Metrics:
                      batching["n_prefill_rows"]),
                     ("nld:batch_max_slots", "gauge", "The most slots one batched forward held.",
                      batching["max_sequences"]),
+                    ("nld:batch_scratch_bytes", "gauge",
+                     "Activations held for batched forwards (grown to the largest batch so far).",
+                     batching["scratch_bytes"]),
                 ]
             per_mode = [
                 ("nld:requests_total", "Finished generations, by mode.", "requests"),
