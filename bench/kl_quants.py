@@ -63,11 +63,13 @@ def tokenize(texts: Sequence[str], n_ctx: int = N_CTX, gguf_path: Path = SHIPPED
 
 
 def teacher_forced_logits(model_path: Path, token_lists: Sequence[Sequence[int]], n_ctx: int = N_CTX,
-                          n_threads: int = 1) -> np.ndarray:
-    """(total positions, n_vocab) float32: one causal forward per text from an empty cache."""
+                          n_threads: int = 1, cache_type: str = "f32") -> np.ndarray:
+    """(total positions, n_vocab) float32: one causal forward per text from an
+    empty cache of cache_type (keys and values; f32: the weights' effect alone)."""
     from nld_cpp import Model
 
-    with Model(str(model_path), n_ctx=n_ctx, n_threads=n_threads) as model:
+    with Model(str(model_path), n_ctx=n_ctx, n_threads=n_threads, cache_type_k=cache_type,
+               cache_type_v=cache_type) as model:
         rows = []
         for tokens in token_lists:
             model.truncate(0)

@@ -195,6 +195,8 @@ nld_context_params nld_context_default_params(void) {
     std::memset(&p, 0, sizeof p);
     p.n_ctx = 0;
     p.n_threads = 0;
+    p.type_k = NLD_TYPE_F16;
+    p.type_v = NLD_TYPE_F16;
     return p;
 }
 
@@ -270,9 +272,14 @@ nld_status nld_context_create(nld_model* model, const nld_context_params* params
     const int32_t n_ctx = p.n_ctx > 0 ? p.n_ctx : std::min(hp.n_ctx_train, 4096);
     NLD_REQUIRE(n_ctx <= (1 << 24), "nld_context_create: n_ctx " + std::to_string(n_ctx) + " is too large");
     NLD_REQUIRE(p.n_threads <= 1024, "nld_context_create: n_threads " + std::to_string(p.n_threads) + " is too large");
+    NLD_REQUIRE(nld::kv_type_name(p.type_k) != nullptr,
+                "nld_context_create: type_k " + std::to_string(p.type_k) + " is not a cache type (f32 0, f16 1, q8_0 8)");
+    NLD_REQUIRE(nld::kv_type_name(p.type_v) != nullptr,
+                "nld_context_create: type_v " + std::to_string(p.type_v) + " is not a cache type (f32 0, f16 1, q8_0 8)");
     return guarded("nld_context_create", [&] {
         auto handle = std::make_unique<nld_context>();
-        handle->impl = std::make_unique<nld::context>(*model->impl, n_ctx, p.n_threads);
+        handle->impl = std::make_unique<nld::context>(*model->impl, n_ctx, p.n_threads, (nld::kv_type)p.type_k,
+                                                      (nld::kv_type)p.type_v);
         *out_ctx = handle.release();
         return NLD_OK;
     });
@@ -283,6 +290,8 @@ void nld_context_free(nld_context* ctx) { delete ctx; }
 int32_t nld_context_n_ctx(const nld_context* ctx) { return ctx ? ctx->impl->cache.capacity() : -1; }
 
 int32_t nld_context_n_cached(const nld_context* ctx) { return ctx ? ctx->impl->cache.n_cached() : -1; }
+
+int64_t nld_context_cache_bytes(const nld_context* ctx) { return ctx ? (int64_t)ctx->impl->cache.bytes() : -1; }
 
 nld_status nld_context_truncate(nld_context* ctx, int32_t n_keep) {
     NLD_REQUIRE(ctx != nullptr, "nld_context_truncate: ctx is NULL");

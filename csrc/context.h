@@ -42,6 +42,8 @@ struct forward_scratch {
     std::vector<float> q;          // (n, n_head*head_dim)
     std::vector<float> k;          // (n, n_head_kv*head_dim)
     std::vector<float> v;          // (n, n_head_kv*head_dim)
+    std::vector<float> k_seen;     // (n, n_head_kv*head_dim) k and v as a lossy cache gives them back
+    std::vector<float> v_seen;
     std::vector<float> attn;       // (n, n_head*head_dim)
     std::vector<float> proj;       // (n, n_embd)
     std::vector<float> lora_mid;   // (n, lora rank)
@@ -52,14 +54,16 @@ struct forward_scratch {
     // Bytes held: the high-water mark of the forwards run on it so far.
     size_t bytes() const {
         size_t n = 0;
-        for (const std::vector<float>* v : {&hidden, &normed, &q, &k, &v, &attn, &proj, &lora_mid, &gate, &up, &logits})
-            n += v->capacity();
+        for (const std::vector<float>* vec :
+             {&hidden, &normed, &q, &k, &v, &k_seen, &v_seen, &attn, &proj, &lora_mid, &gate, &up, &logits})
+            n += vec->capacity();
         return n * sizeof(float);
     }
 };
 
 struct context {
-    context(const model& m, int32_t n_ctx, int32_t n_threads);
+    context(const model& m, int32_t n_ctx, int32_t n_threads, kv_type type_k = kv_type::f32,
+            kv_type type_v = kv_type::f32);
 
     // Drops cached tokens from position n_keep on (cache and token list).
     void truncate(int32_t n_keep) {

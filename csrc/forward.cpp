@@ -12,8 +12,8 @@
 
 namespace nld {
 
-context::context(const model& m, int32_t n_ctx, int32_t n_threads)
-    : mdl(m), cache(m.hp.n_layer, n_ctx, m.hp.n_head_kv, m.hp.head_dim), pool(n_threads) {}
+context::context(const model& m, int32_t n_ctx, int32_t n_threads, kv_type type_k, kv_type type_v)
+    : mdl(m), cache(m.hp.n_layer, n_ctx, m.hp.n_head_kv, m.hp.head_dim, type_k, type_v), pool(n_threads) {}
 
 row_layout row_layout::causal(int32_t first_pos, int32_t n) {
     row_layout l;
@@ -98,6 +98,9 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
 
     s.hidden.resize(n * E); s.normed.resize(n * E); s.proj.resize(n * E);
     s.q.resize(n * Q); s.attn.resize(n * Q); s.k.resize(n * KV); s.v.resize(n * KV);
+    bool any_rounded = false;
+    for (int32_t i = 0; i < n_parts; ++i) any_rounded |= !parts[i].ctx->cache.is_exact();
+    if (any_rounded) { s.k_seen.resize(n * KV); s.v_seen.resize(n * KV); }
     s.gate.resize(n * hp.n_ff); s.up.resize(n * hp.n_ff);
     if (max_lora > 0) s.lora_mid.resize((size_t)max_lora * m.drafter->rank);
 
@@ -136,14 +139,34 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
         // Per sequence: a = softmax(q k^T / sqrt(head_dim) + mask) v over its
         // cache + its visible new rows; its committed rows' K/V join its cache
         // (slots C .. C+n_commit-1).
+        // The new rows see each other's K/V as the cache will hold them
+        // (rounded through its types), so a token attends to the same values
+        // whether they come from this forward or from the cache: chunked,
+        // batched and drafted passes give the bits of a row-by-row run.
         for (int32_t i = 0; i < n_parts; ++i) {
             const row_layout& l = *parts[i].layout;
             kv_cache& cache = parts[i].ctx->cache;
             const attention_rows visibility{l.see_prefix.data(), l.group_lo.data(), l.group_hi.data()};
-            const int64_t r0 = first[i];
-            attention(pool, &s.q[r0 * Q], cache.keys(il), (int64_t)cache.key_head_stride(), cache.values(il),
-                      (int64_t)cache.value_head_stride(), cache.n_cached(), &s.k[r0 * KV], &s.v[r0 * KV],
-                      visibility, &s.attn[r0 * Q], l.size(), hp.n_head, hp.n_head_kv, HD, softmax_scale);
+            const int64_t r0 = first[i], rows = l.size();
+            const float* k_seen = &s.k[r0 * KV];
+            const float* v_seen = &s.v[r0 * KV];
+            if (!cache.is_exact()) {
+                std::copy(&s.k[r0 * KV], &s.k[(r0 + rows) * KV], &s.k_seen[r0 * KV]);
+                std::copy(&s.v[r0 * KV], &s.v[(r0 + rows) * KV], &s.v_seen[r0 * KV]);
+                cache.round_trip(&s.k_seen[r0 * KV], &s.v_seen[r0 * KV], (int32_t)rows);
+                k_seen = &s.k_seen[r0 * KV];
+                v_seen = &s.v_seen[r0 * KV];
+            }
+            const cache_layer layer{cache.type_k(),
+                                    cache.type_v(),
+                                    cache.keys(il),
+                                    (int64_t)cache.key_head_bytes(),
+                                    cache.values(il),
+                                    (int64_t)cache.value_head_bytes(),
+                                    (int64_t)cache.value_row_bytes(),
+                                    cache.n_cached()};
+            attention(pool, &s.q[r0 * Q], layer, k_seen, v_seen, visibility, &s.attn[r0 * Q], rows, hp.n_head,
+                      hp.n_head_kv, HD, softmax_scale);
             cache.store(il, cache.n_cached(), l.n_commit, &s.k[r0 * KV], &s.v[r0 * KV]);
         }
 

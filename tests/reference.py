@@ -11,6 +11,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import Ministral3Config, Ministral3ForCausalLM
 
+# Our runtime with an F32 KV cache, the precision transformers computes in
+# (the default f16 cache is compared with it in test_kv_cache_types.py).
+EXACT_CACHE = {"cache_type_k": "f32", "cache_type_v": "f32"}
+
 
 def hf_config(ckpt: Path) -> Ministral3Config:
     cfg = json.loads((ckpt / "config.json").read_text())

@@ -17,7 +17,7 @@ from nld_cpp import Scheduler
 from nld_cpp._binding import ffi, lib
 from nld_cpp.models import default_model_path, held_out, render_prompt
 from nld_cpp.scheduler import forward_batch
-from reference import block_logits, causal_logits, load_reference
+from reference import EXACT_CACHE, block_logits, causal_logits, load_reference
 from test_forward_parity import REL_TOL, prompt_for, rel_err
 
 pytestmark = pytest.mark.model
@@ -43,7 +43,7 @@ def _contexts(model: nld_cpp.Model, prefixes: list[list[int]]) -> list[nld_cpp.M
 
 @pytest.mark.parametrize("outtype", ["f32", "q8_0"])
 def test_forward_batch_equals_each_forward_alone(outtype, gguf_file, checkpoint):
-    with nld_cpp.Model(str(gguf_file("base", outtype)), n_ctx=64, n_threads=2) as model:
+    with nld_cpp.Model(str(gguf_file("base", outtype)), n_ctx=64, n_threads=2, **EXACT_CACHE) as model:
         info = model.info
         prefixes = [prompt_for(info, n, seed=10 + i) for i, (n, *_rest) in enumerate(PARTS)]
         news = [prompt_for(info, rows, seed=30 + i) for i, (_n, rows, *_rest) in enumerate(PARTS)]

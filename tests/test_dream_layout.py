@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import nld_cpp
-from reference import causal_logits, load_reference
+from reference import EXACT_CACHE, causal_logits, load_reference
 from test_convert import gguf_name  # the HF -> llama.cpp tensor names, written out independently
 
 pytestmark = pytest.mark.model
@@ -106,7 +106,7 @@ def prompt(model: nld_cpp.Model, n: int = 24) -> list:
 
 
 def test_logits_equal_ours_and_transformers(files):
-    with nld_cpp.Model(files["dream_f32"], lora_path="") as dream, nld_cpp.Model(files["ours_f32"], lora_path="") as ours:
+    with nld_cpp.Model(files["dream_f32"], lora_path="", **EXACT_CACHE) as dream, nld_cpp.Model(files["ours_f32"], lora_path="", **EXACT_CACHE) as ours:
         assert dream.metadata_string("general.architecture") == "dream"
         assert dream.info.block_size == 32 and dream.info.mask_token_id == 100 and dream.info.has_diffusion
         assert dream.info.attn_temperature_scale == pytest.approx(0.1)
@@ -124,13 +124,13 @@ def test_logits_equal_ours_and_transformers(files):
 @pytest.mark.parametrize("mode", MODES)
 def test_greedy_tokens_equal_ours_in_every_mode(files, mode):
     kw = dict(mode=mode, max_tokens=20, block_length=8, ignore_eos=True, temperature=0.0)
-    with nld_cpp.Model(files["dream_f32"], lora_path="") as dream, nld_cpp.Model(files["ours_f32"], lora_path="") as ours:
+    with nld_cpp.Model(files["dream_f32"], lora_path="", **EXACT_CACHE) as dream, nld_cpp.Model(files["ours_f32"], lora_path="", **EXACT_CACHE) as ours:
         ids = prompt(dream, 12)
         assert dream.generate(ids, **kw).tokens == ours.generate(ids, **kw).tokens
 
 
 def test_q8_0_dream_equals_our_q8_0(files):
-    with nld_cpp.Model(files["dream_q8_0"], lora_path="") as dream, nld_cpp.Model(files["ours_q8_0"], lora_path="") as ours:
+    with nld_cpp.Model(files["dream_q8_0"], lora_path="", **EXACT_CACHE) as dream, nld_cpp.Model(files["ours_q8_0"], lora_path="", **EXACT_CACHE) as ours:
         ids = prompt(dream)
         np.testing.assert_array_equal(dream.forward(ids), ours.forward(ids))  # the same rows, the same bytes
         kw = dict(mode="spec", max_tokens=16, block_length=8, ignore_eos=True)
@@ -139,7 +139,7 @@ def test_q8_0_dream_equals_our_q8_0(files):
 
 def test_drafter_adapter_given_separately(files):
     lora = Path(str(files["ours_f32"])[:-5] + ".lora.gguf")
-    with nld_cpp.Model(files["dream_f32"], lora_path=lora) as dream, nld_cpp.Model(files["ours_f32"]) as ours:
+    with nld_cpp.Model(files["dream_f32"], lora_path=lora, **EXACT_CACHE) as dream, nld_cpp.Model(files["ours_f32"], **EXACT_CACHE) as ours:
         assert dream.has_lora and ours.has_lora
         ids = prompt(dream, 12)
         kw = dict(mode="spec", max_tokens=16, block_length=8, ignore_eos=True)
@@ -148,7 +148,7 @@ def test_drafter_adapter_given_separately(files):
 
 
 def test_tokenizer_and_template_from_the_gpt2_fields(files):
-    with nld_cpp.Model(files["dream_f32"], lora_path="") as dream, nld_cpp.Model(files["ours_f32"], lora_path="") as ours:
+    with nld_cpp.Model(files["dream_f32"], lora_path="", **EXACT_CACHE) as dream, nld_cpp.Model(files["ours_f32"], lora_path="", **EXACT_CACHE) as ours:
         with pytest.raises(KeyError):
             dream.metadata_string("tokenizer.huggingface.json")
         text = "<|im_start|>user\nhello wörld 123<|im_end|>"

@@ -10,7 +10,7 @@ import torch
 
 import nld_cpp
 from conftest import VARIANTS
-from reference import block_logits, causal_logits, greedy_generate, load_reference
+from reference import EXACT_CACHE, block_logits, causal_logits, greedy_generate, load_reference
 
 pytestmark = pytest.mark.model
 
@@ -61,7 +61,7 @@ def run_prefill_steps_block(model: nld_cpp.Model, ref, prompt_len: int, n_steps:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_f32_parity(variant, checkpoint, gguf_file):
     ref = load_reference(checkpoint(variant))
-    with nld_cpp.Model(gguf_file(variant, "f32"), n_ctx=256, n_threads=2) as model:
+    with nld_cpp.Model(gguf_file(variant, "f32"), n_ctx=256, n_threads=2, **EXACT_CACHE) as model:
         # Where original_max_position_embeddings is 64, the prompt crosses it.
         prompt_len = 72 if model.info.rope_orig_ctx <= 64 else 40
         errs = run_prefill_steps_block(model, ref, prompt_len=prompt_len, n_steps=8, n_block=16)
@@ -70,7 +70,7 @@ def test_f32_parity(variant, checkpoint, gguf_file):
 
 
 def test_positions_past_original_context_are_exercised(gguf_file):
-    with nld_cpp.Model(gguf_file("base", "f32")) as model:
+    with nld_cpp.Model(gguf_file("base", "f32"), **EXACT_CACHE) as model:
         assert model.info.rope_orig_ctx == 64 and model.info.attn_temperature_scale > 0
         assert model.info.rope_scaling_factor == pytest.approx(4.0)
 
@@ -84,7 +84,7 @@ def test_half_precision_files(variant, outtype, dtype, checkpoint, gguf_file):
     model the error is the weight rounding itself: relative 2^-11 (f16) or
     2^-8 (bf16) per weight, which we bound by 1e-2 and 5e-2 of max |logit|."""
     ckpt = checkpoint(variant)
-    with nld_cpp.Model(gguf_file(variant, outtype)) as model:
+    with nld_cpp.Model(gguf_file(variant, outtype), **EXACT_CACHE) as model:
         tokens = prompt_for(model.info, 24, seed=3)
         ours = model.forward(tokens, kind="causal", logits="all")
     same_weights = rel_err(ours, causal_logits(load_reference(ckpt, round_to=dtype), tokens))
@@ -97,7 +97,7 @@ def test_half_precision_files(variant, outtype, dtype, checkpoint, gguf_file):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_greedy_generation_matches_transformers(variant, checkpoint, gguf_file):
     ref = load_reference(checkpoint(variant))
-    with nld_cpp.Model(gguf_file(variant, "f32")) as model:
+    with nld_cpp.Model(gguf_file(variant, "f32"), **EXACT_CACHE) as model:
         prompt = prompt_for(model.info, 12, seed=11)
         ours = model.generate_greedy(prompt, max_new_tokens=32, stop_at_eos=True)
         theirs = greedy_generate(ref, prompt, 32, model.info.mask_token_id)
@@ -105,7 +105,7 @@ def test_greedy_generation_matches_transformers(variant, checkpoint, gguf_file):
 
 
 def test_greedy_reuses_cached_prefix(gguf_file):
-    with nld_cpp.Model(gguf_file("base", "f32")) as model:
+    with nld_cpp.Model(gguf_file("base", "f32"), **EXACT_CACHE) as model:
         prompt = prompt_for(model.info, 10, seed=5)
         first = model.generate_greedy(prompt, max_new_tokens=6, stop_at_eos=False)
         # The continuation is in the cache except its last token.

@@ -23,7 +23,7 @@ import pytest
 import mode_reference
 import nld_cpp
 from mode_reference import RefModel, RefResult, ar_generate, linear_spec_generate, search_prompt, single_thread
-from reference import greedy_generate
+from reference import EXACT_CACHE, greedy_generate
 
 pytestmark = pytest.mark.model
 
@@ -185,7 +185,7 @@ class World:
             pytest.skip("nld_cpp.Model.generate is not available yet (runtime side of the modes)")
         key = (variant, n_threads)
         if key not in self._models:
-            self._models[key] = nld_cpp.Model(self.gguf(variant).path, n_ctx=N_CTX, n_threads=n_threads)
+            self._models[key] = nld_cpp.Model(self.gguf(variant).path, n_ctx=N_CTX, n_threads=n_threads, **EXACT_CACHE)
         model = self._models[key]
         model.truncate(0)  # results must not depend on the order the tests ran in
         return model
@@ -307,7 +307,7 @@ def test_context_full_finishes_with_context(variant, world):
     for name in PROMPTS:
         prompt = world.prompt(variant, name)
         n_ctx = len(prompt) + 10
-        with nld_cpp.Model(world.gguf(variant).path, n_ctx=n_ctx, n_threads=2) as model:
+        with nld_cpp.Model(world.gguf(variant).path, n_ctx=n_ctx, n_threads=2, **EXACT_CACHE) as model:
             for mode in ("ar", "diffusion-0.9", "diffusion-fixed", "spec-lora", "spec-nolora-0.5"):
                 block = None if mode == "ar" else 8
                 want = mode_reference.generate(ref, prompt, max_new_tokens=STOP_BUDGET, stop_ids=[ref.eos_id],
@@ -452,11 +452,11 @@ def test_lora_adapter_loading(world):
     ref = RefModel(world.ckpt(variant), use_lora_weights=False)
     prompt = world.prompt(variant, "short")
     want = linear_spec_generate(ref, prompt, 21, 8, 0.0, True, [ref.eos_id])
-    with nld_cpp.Model(plain.path, n_ctx=N_CTX, n_threads=2) as model:
+    with nld_cpp.Model(plain.path, n_ctx=N_CTX, n_threads=2, **EXACT_CACHE) as model:
         assert not model.has_lora
         got = generate(model, prompt, "spec-lora", 8, 21)
         assert (got.tokens, got.n_forwards, list(got.accepted_lengths)) == (want.tokens, want.nfe, want.accepted)
-    with nld_cpp.Model(plain.path, n_ctx=N_CTX, n_threads=2, lora_path=world.gguf(variant).lora_path) as model:
+    with nld_cpp.Model(plain.path, n_ctx=N_CTX, n_threads=2, lora_path=world.gguf(variant).lora_path, **EXACT_CACHE) as model:
         assert model.has_lora
         want = world.result(Case(variant, "short", "spec-lora", 8, 21, "eos"))
         got = generate(model, prompt, "spec-lora", 8, 21)

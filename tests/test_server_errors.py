@@ -156,6 +156,18 @@ def test_api_keys(tmp_path):
         assert status == 200  # preflights carry no key
 
 
+def test_a_bad_cache_type_from_the_environment_is_refused():
+    import subprocess
+    import sys
+
+    import os
+
+    res = subprocess.run([sys.executable, "-m", "nld_cpp.server", "--port", "0"], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, NLD_ARG_CACHE_TYPE_V="bf16"))
+    assert res.returncode != 0 and "--cache-type-v must be one of f32, f16, q8_0, got 'bf16'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_keys_from_the_environment_and_bad_flags(tmp_path):
     with running_server([], log_dir=tmp_path, env={"NLD_API_KEY": "k1,k2", "NLD_ARG_N_PARALLEL": "2"}) as srv:
         assert srv.request("GET", "/slots")[0] == 401
@@ -165,7 +177,8 @@ def test_keys_from_the_environment_and_bad_flags(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [(["-np", "0"], "--parallel must be >= 1"),
                                          (["--threshold", "3"], "--threshold must be in [0, 1]"),
-                                         (["-m", "/no/such/model.gguf"], "model file not found")])
+                                         (["-m", "/no/such/model.gguf"], "model file not found"),
+                                         (["-ctk", "q4_0"], "invalid choice: 'q4_0'")])
 def test_bad_command_line_is_one_clear_error(tmp_path, args, needle):
     import subprocess
     import sys

@@ -98,6 +98,8 @@ typedef struct nld_model_params {
 typedef struct nld_context_params {
     int32_t n_ctx;     /* cache capacity in tokens; <= 0: min(model ctx, 4096) */
     int32_t n_threads; /* compute threads; <= 0: all cores */
+    int32_t type_k;    /* KV cache keys: NLD_TYPE_F32, NLD_TYPE_F16 (the default's) or NLD_TYPE_Q8_0 */
+    int32_t type_v;    /* KV cache values: the same three */
 } nld_context_params;
 
 typedef struct nld_forward_params {
@@ -196,6 +198,9 @@ NLD_API void nld_context_free(nld_context* ctx);
 NLD_API int32_t nld_context_n_ctx(const nld_context* ctx);
 /* Number of committed tokens in the cache (-1 if ctx is NULL). */
 NLD_API int32_t nld_context_n_cached(const nld_context* ctx);
+/* Bytes of the context's KV cache (keys and values of every layer at n_ctx
+ * slots, in its types); -1 for NULL. */
+NLD_API int64_t nld_context_cache_bytes(const nld_context* ctx);
 /* Drop cached tokens from position n_keep on (0 <= n_keep <= n_cached). */
 NLD_API nld_status nld_context_truncate(nld_context* ctx, int32_t n_keep);
 

@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from .model import CACHE_TYPES
+
+CACHE_TYPE_NAMES = tuple(CACHE_TYPES)
+
 MODES = ("ar", "diffusion", "spec", "spec-quadratic")
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 7: "Q8_0", 15: "Q4_K_M", 32: "BF16"}
 # general.architecture -> the GGUF layout it stands for (docs/gguf-keys.md, "Layouts we read")
@@ -37,6 +41,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", help="GGUF model file (default: the embedded tiny model)")
     p.add_argument("-t", "--threads", type=int, default=0, help="compute threads (0: all cores)")
     p.add_argument("-c", "--ctx-size", type=int, default=0, help="context size in tokens (0: the model's, <= 4096)")
+    p.add_argument("-ctk", "--cache-type-k", choices=CACHE_TYPE_NAMES, default="f16",
+                   help="KV cache type for keys (default f16)")
+    p.add_argument("-ctv", "--cache-type-v", choices=CACHE_TYPE_NAMES, default="f16",
+                   help="KV cache type for values (default f16)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -88,7 +96,8 @@ def _model_path(arg: Optional[str]) -> Path:
     return default_model_path()
 
 
-def load_model(arg: Optional[str], threads: int = 0, ctx: int = 0, quiet: bool = False) -> Any:
+def load_model(arg: Optional[str], threads: int = 0, ctx: int = 0, quiet: bool = False,
+               cache_types: tuple = ("f16", "f16")) -> Any:
     """Load with a progress line on stderr for files that take a moment."""
     from . import Model, NldError
 
@@ -109,7 +118,7 @@ def load_model(arg: Optional[str], threads: int = 0, ctx: int = 0, quiet: bool =
         thread.start()
     t0 = time.perf_counter()
     try:
-        model = Model(path, n_ctx=ctx, n_threads=threads)
+        model = Model(path, n_ctx=ctx, n_threads=threads, cache_type_k=cache_types[0], cache_type_v=cache_types[1])
     except NldError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -229,7 +238,8 @@ def _visual_answer(model: Any, messages: Optional[List[Dict[str, str]]], raw: Op
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.threads, args.ctx_size)
+    model = load_model(args.model, args.threads, args.ctx_size,
+                       cache_types=(args.cache_type_k, args.cache_type_v))
     with model:
         messages = None
         if not args.raw:
@@ -250,7 +260,8 @@ CHAT_HELP = """commands:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.threads, args.ctx_size)
+    model = load_model(args.model, args.threads, args.ctx_size,
+                       cache_types=(args.cache_type_k, args.cache_type_v))
     with model:
         system = [{"role": "system", "content": args.system}] if args.system else []
         history: List[Dict[str, str]] = list(system)

@@ -105,15 +105,30 @@ def _as_tokens(tokens: Sequence[int] | np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
+CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # KV cache types: name -> GGML type id (llama.cpp's -ctk / -ctv)
+
+
+def cache_type_id(value: str | int, what: str) -> int:
+    """The GGML id of a KV cache type given by name ("f32", "f16", "q8_0",
+    any case) or by id (0, 1, 8); ValueError naming the choices otherwise."""
+    if isinstance(value, str) and value.lower() in CACHE_TYPES:
+        return CACHE_TYPES[value.lower()]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) in CACHE_TYPES.values():
+        return int(value)
+    raise ValueError(f"{what} must be one of {', '.join(CACHE_TYPES)} (or their GGML ids 0, 1, 8), got {value!r}")
+
+
 class Model(CompletionMixin):
     """A GGUF model loaded by the core, with one context (KV cache).
 
-    ``Model(path, n_ctx=0, n_threads=0, seed=None, lora_path=None)``:
-    ``n_ctx`` <= 0 takes min(training context, 4096); ``n_threads`` <= 0 uses
-    every core; ``seed`` is the sampling seed of text calls that give none
-    (None: a fresh random seed per call); ``lora_path`` is the drafter adapter
-    for self-speculation (None: the ``<model>.lora.gguf`` beside the model
-    when present; "": none). Use as a context manager or call :meth:`close`;
+    ``Model(path, n_ctx=0, n_threads=0, seed=None, lora_path=None,
+    cache_type_k="f16", cache_type_v="f16")``: ``n_ctx`` <= 0 takes
+    min(training context, 4096); ``n_threads`` <= 0 uses every core; ``seed``
+    is the sampling seed of text calls that give none (None: a fresh random
+    seed per call); ``lora_path`` is the drafter adapter for self-speculation
+    (None: the ``<model>.lora.gguf`` beside the model when present; "":
+    none); ``cache_type_k`` / ``cache_type_v`` are the KV cache's types for
+    keys and values, "f32", "f16" or "q8_0" (llama.cpp's ``-ctk`` / ``-ctv``). Use as a context manager or call :meth:`close`;
     any use after close raises. :meth:`new_context` gives another Model over
     the same weights with a cache of its own.
 
@@ -125,10 +140,14 @@ class Model(CompletionMixin):
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 0, n_threads: int = 0,
                  seed: int | None = None, lora_path: str | os.PathLike[str] | None = None, verbose: bool = False,
+                 cache_type_k: str | int = "f16", cache_type_v: str | int = "f16",
                  _weights: "_Weights | None" = None):
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.default_seed = None if seed is None else int(seed)
+        type_k, type_v = cache_type_id(cache_type_k, "cache_type_k"), cache_type_id(cache_type_v, "cache_type_v")
+        names = {v: k for k, v in CACHE_TYPES.items()}
+        self.cache_type_k, self.cache_type_v = names[type_k], names[type_v]
         self._ctx: Any = None
         self._release: Any = lambda: None
         self._busy = _Busy()
@@ -139,6 +158,7 @@ class Model(CompletionMixin):
         cparams = lib.nld_context_default_params()
         cparams.n_ctx = int(n_ctx)
         cparams.n_threads = int(n_threads)
+        cparams.type_k, cparams.type_v = type_k, type_v
         out_ctx = ffi.new("nld_context **")
         try:
             check(lib.nld_context_create(self._model, ffi.addressof(cparams), out_ctx))
@@ -171,13 +191,18 @@ class Model(CompletionMixin):
             raise NldError(exc.status, f"cannot load {path}: {exc}") from None
         return _Weights(out_model[0])
 
-    def new_context(self, *, n_ctx: int = 0, n_threads: int = 0, seed: int | None = None) -> "Model":
+    def new_context(self, *, n_ctx: int = 0, n_threads: int = 0, seed: int | None = None,
+                    cache_type_k: str | int | None = None, cache_type_v: str | int | None = None) -> "Model":
         """Another Model over these weights (in memory once) with its own KV
-        cache, for a second conversation or a server slot. Each one closes on
-        its own; the weights are freed with the last of them."""
+        cache, for a second conversation or a server slot (cache types: this
+        one's unless given). Each one closes on its own; the weights are
+        freed with the last of them."""
         self._live()
         other = Model(self.model_path, n_ctx=n_ctx, n_threads=n_threads,
-                      seed=self.default_seed if seed is None else seed, _weights=self._weights)
+                      seed=self.default_seed if seed is None else seed,
+                      cache_type_k=self.cache_type_k if cache_type_k is None else cache_type_k,
+                      cache_type_v=self.cache_type_v if cache_type_v is None else cache_type_v,
+                      _weights=self._weights)
         other._tokenizer_obj, other._template_obj = self._tokenizer_obj, self._template_obj
         return other
 
@@ -230,6 +255,12 @@ class Model(CompletionMixin):
     def n_cached(self) -> int:
         """Number of committed tokens in the KV cache."""
         return int(lib.nld_context_n_cached(self._live()))
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the KV cache (every layer's keys and values at n_ctx, in
+        cache_type_k / cache_type_v)."""
+        return int(lib.nld_context_cache_bytes(self._live()))
 
     def metadata_string(self, key: str) -> str:
         """A string value of the GGUF metadata (KeyError if absent)."""

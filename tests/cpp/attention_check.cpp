@@ -1,9 +1,11 @@
 // attention_check.cpp: the SIMD attention loops (attention_loops.h) and the
 // vector exp (exp_f32.h) against plain loops written from their contracts,
 // built with AddressSanitizer + UndefinedBehaviorSanitizer by
-// tests/test_attention_loops.py. Covers key ranges that start and end inside
-// a key tile, runs of whole tiles, head sizes with and without 16- and
-// 8-wide tails, and 1 to 5 query heads per call.
+// tests/test_attention_loops.py. Covers f32, f16 and q8_0 keys and values
+// (stored by kv_cache, and read back as its round trip says), key ranges
+// that start and end inside a key tile, runs of whole tiles, head sizes with
+// and without 16- and 8-wide tails and q8_0 blocks cut short, and 1 to 5
+// query heads per call.
 // Exit 0: every loop of every table this CPU runs gives the contract's bits
 // (prints "tables N ... ok"); 1: a mismatch (printed).
 #include <algorithm>
@@ -12,9 +14,11 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/attention_loops.h"  // attention_loops, avx2/avx512 tables
+#include "kv_cache.h"                     // kv_cache, key_at_* / value_at_*
 #include "backend/cpu/exp_f32.h"          // exp_f32, exp8_avx2
 
 using namespace nld;
@@ -31,23 +35,26 @@ void report(const char* what, const char* table, int64_t n, int heads, int64_t b
                     (long long)begin, (long long)end, (long long)i);
 }
 
-// The contracts, as plain loops.
-void scores_plain(const float* q, int64_t q_step, int heads, const float* keys, int64_t begin, int64_t end, int64_t n,
-                  float* out, int64_t out_step) {
+// The contracts, as plain loops over the values kv_cache.h says a cache holds.
+using key_reader = float (*)(const uint8_t*, int64_t, int64_t, int64_t);
+using value_reader = float (*)(const uint8_t*, int64_t, int64_t);
+
+void scores_plain(key_reader key_at, const float* q, int64_t q_step, int heads, const uint8_t* keys, int64_t begin,
+                  int64_t end, int64_t n, float* out, int64_t out_step) {
     for (int j = 0; j < heads; ++j)
         for (int64_t s = begin; s < end; ++s) {
             float sum = 0.0f;
-            for (int64_t d = 0; d < n; ++d) sum = std::fma(q[j * q_step + d], keys[key_tile_offset(s, d, n)], sum);
+            for (int64_t d = 0; d < n; ++d) sum = std::fma(q[j * q_step + d], key_at(keys, s, d, n), sum);
             out[j * out_step + s - begin] = sum;
         }
 }
 
-void weighted_plain(const float* p, int64_t p_step, int heads, const float* v, int64_t v_stride, int64_t rows,
-                    float* out, int64_t out_step, int64_t n) {
+void weighted_plain(value_reader value_at, const float* p, int64_t p_step, int heads, const uint8_t* v,
+                    int64_t v_stride, int64_t rows, float* out, int64_t out_step, int64_t n) {
     for (int j = 0; j < heads; ++j)
         for (int64_t s = 0; s < rows; ++s)
             for (int64_t d = 0; d < n; ++d)
-                out[j * out_step + d] = std::fma(p[j * p_step + s], v[s * v_stride + d], out[j * out_step + d]);
+                out[j * out_step + d] = std::fma(p[j * p_step + s], value_at(v + s * v_stride, d, n), out[j * out_step + d]);
 }
 
 void softmax_plain(float* s, int64_t n, float scale) {
@@ -64,38 +71,76 @@ void softmax_plain(float* s, int64_t n, float scale) {
     for (int64_t i = 0; i < n; ++i) s[i] /= sum;
 }
 
+struct cache_format {
+    const char* name;
+    kv_type type;
+    key_reader key_at;
+    value_reader value_at;
+};
+const cache_format kFormats[] = {{"f32", kv_type::f32, key_at_f32, value_at_f32},
+                                 {"f16", kv_type::f16, key_at_f16, value_at_f16},
+                                 {"q8_0", kv_type::q8_0, key_at_q8_0, value_at_q8_0}};
+
+// A one-layer, one-head cache of `slots` random keys and values of n
+// dimensions in format f, checked first against its own round trip: what
+// key_at / value_at read back is what round_trip makes of the same rows.
+kv_cache filled_cache(const cache_format& f, int64_t n, int64_t slots, std::mt19937& rng) {
+    std::normal_distribution<float> normal;
+    kv_cache cache(1, (int32_t)slots, 1, (int32_t)n, f.type, f.type);
+    std::vector<float> k((size_t)(slots * n)), v(k.size());
+    for (float& x : k) x = normal(rng);
+    for (float& x : v) x = 3.0f * normal(rng);
+    k[0] = 0.0f;  // an all-zero block must read back as zeros (q8_0 scale 0)
+    if (n >= 40) std::fill(k.begin() + n, k.begin() + n + 32, 0.0f);
+    cache.store(0, 0, (int32_t)slots, k.data(), v.data());
+    cache.round_trip(k.data(), v.data(), (int32_t)slots);
+    for (int64_t s = 0; s < slots; ++s)
+        for (int64_t d = 0; d < n; ++d) {
+            if (!same_bits(f.key_at(cache.keys(0), s, d, n), k[(size_t)(s * n + d)]))
+                report("key round trip", f.name, n, 1, s, s + 1, d);
+            const uint8_t* row = cache.values(0) + (size_t)s * cache.value_row_bytes();
+            if (!same_bits(f.value_at(row, d, n), v[(size_t)(s * n + d)]))
+                report("value round trip", f.name, n, 1, s, s + 1, d);
+        }
+    return cache;
+}
+
 void check_table(const char* name, const attention_loops& loops, std::mt19937& rng) {
     std::normal_distribution<float> normal;
-    for (int64_t n : {8, 12, 16, 24, 40, 64, 128}) {
-        const int64_t n_keys = 150, tiles = (n_keys + kKeyTile - 1) / kKeyTile;
-        std::vector<float> keys((size_t)(tiles * kKeyTile * n));
-        for (float& x : keys) x = normal(rng);
-        for (int heads = 1; heads <= 5; ++heads) {
-            std::vector<float> q((size_t)(heads * n));
-            for (float& x : q) x = normal(rng);
-            for (int64_t begin : {0, 3, 16, 21}) {
-                for (int64_t end : {begin, begin + 1, begin + 15, begin + 16, begin + 47, (int64_t)100, n_keys}) {
-                    if (end < begin || end > n_keys) continue;
-                    // Exact-size outputs, so the sanitizers see a write past the range.
-                    std::vector<float> want(std::max<size_t>(1, (size_t)(heads * (end - begin)))), got(want.size());
-                    const int64_t step = end - begin;
-                    scores_plain(q.data(), n, heads, keys.data(), begin, end, n, want.data(), step);
-                    loops.scores(q.data(), n, heads, keys.data(), begin, end, n, got.data(), step);
-                    for (size_t i = 0; i < want.size(); ++i)
-                        if (!same_bits(want[i], got[i])) report("scores", name, n, heads, begin, end, (int64_t)i);
+    for (const cache_format& f : kFormats) {
+        const std::string label = std::string(name) + " " + f.name;
+        const scores_fn scores = loops.scores(f.type);
+        const weighted_fn weighted = loops.weighted_sum(f.type);
+        for (int64_t n : {8, 12, 16, 24, 40, 64, 72, 128}) {
+            const int64_t n_keys = 150;
+            const kv_cache cache = filled_cache(f, n, n_keys, rng);
+            for (int heads = 1; heads <= 5; ++heads) {
+                std::vector<float> q((size_t)(heads * n));
+                for (float& x : q) x = normal(rng);
+                for (int64_t begin : {0, 3, 16, 21}) {
+                    for (int64_t end : {begin, begin + 1, begin + 15, begin + 16, begin + 47, (int64_t)100, n_keys}) {
+                        if (end < begin || end > n_keys) continue;
+                        // Exact-size outputs, so the sanitizers see a write past the range.
+                        std::vector<float> want(std::max<size_t>(1, (size_t)(heads * (end - begin)))), got(want.size());
+                        const int64_t step = end - begin;
+                        scores_plain(f.key_at, q.data(), n, heads, cache.keys(0), begin, end, n, want.data(), step);
+                        scores(q.data(), n, heads, cache.keys(0), begin, end, n, got.data(), step);
+                        for (size_t i = 0; i < want.size(); ++i)
+                            if (!same_bits(want[i], got[i])) report("scores", label.c_str(), n, heads, begin, end, (int64_t)i);
+                    }
                 }
-            }
-            for (int64_t rows : {0, 1, 7, 33, 150}) {
-                std::vector<float> p((size_t)(heads * rows) + 1), v((size_t)(rows * n) + 1);
-                for (float& x : p) x = normal(rng);
-                for (float& x : v) x = normal(rng);
-                std::vector<float> want((size_t)(heads * n)), got;
-                for (float& x : want) x = normal(rng);
-                got = want;
-                weighted_plain(p.data(), rows, heads, v.data(), n, rows, want.data(), n, n);
-                loops.weighted_sum(p.data(), rows, heads, v.data(), n, rows, got.data(), n, n);
-                for (size_t i = 0; i < want.size(); ++i)
-                    if (!same_bits(want[i], got[i])) report("weighted_sum", name, n, heads, 0, rows, (int64_t)i);
+                for (int64_t rows : {0, 1, 7, 33, 150}) {
+                    std::vector<float> p((size_t)(heads * rows) + 1);
+                    for (float& x : p) x = normal(rng);
+                    std::vector<float> want((size_t)(heads * n)), got;
+                    for (float& x : want) x = normal(rng);
+                    got = want;
+                    const int64_t stride = (int64_t)cache.value_row_bytes();
+                    weighted_plain(f.value_at, p.data(), rows, heads, cache.values(0), stride, rows, want.data(), n, n);
+                    weighted(p.data(), rows, heads, cache.values(0), stride, rows, got.data(), n, n);
+                    for (size_t i = 0; i < want.size(); ++i)
+                        if (!same_bits(want[i], got[i])) report("weighted_sum", label.c_str(), n, heads, 0, rows, (int64_t)i);
+                }
             }
         }
     }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>  // std::fma
+#include <cstring>
 
 // GCC 12's AVX-512 headers pass an uninitialized "undefined" vector to the
 // masked builtins behind plain intrinsics (_mm512_shuffle_f32x4, ...), which
@@ -24,7 +25,7 @@
 namespace nld {
 
 namespace avx2_loops {
-#define NLD_ATTN_TARGET __attribute__((target("avx2,fma")))
+#define NLD_ATTN_TARGET __attribute__((target("avx2,fma,f16c")))
 #define NLD_ATTN_HEADS 2
 #include "backend/cpu/attention_loops.inc"
 #undef NLD_ATTN_TARGET
@@ -32,7 +33,7 @@ namespace avx2_loops {
 }  // namespace avx2_loops
 
 namespace avx512_loops {
-#define NLD_ATTN_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl")))
+#define NLD_ATTN_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl")))
 #define NLD_ATTN_HEADS 4
 #define NLD_ATTN_ZMM
 #include "backend/cpu/attention_loops.inc"
@@ -41,10 +42,8 @@ namespace avx512_loops {
 #undef NLD_ATTN_ZMM
 }  // namespace avx512_loops
 
-const attention_loops avx2_attention_loops = {avx2_loops::scores, avx2_loops::weighted_sum,
-                                              avx2_loops::softmax};
-const attention_loops avx512_attention_loops = {avx512_loops::scores, avx512_loops::weighted_sum,
-                                                avx512_loops::softmax};
+const attention_loops avx2_attention_loops = avx2_loops::table;
+const attention_loops avx512_attention_loops = avx512_loops::table;
 
 }  // namespace nld
 

@@ -75,30 +75,28 @@ static float dot_f32(const float* a, const float* b, int64_t n) {
 }
 
 // out += p * v, one fused multiply-add per element (as the SIMD versions).
-static void axpy_f32(float p, const float* v, float* out, int64_t n) {
-    for (int64_t d = 0; d < n; ++d) out[d] = std::fma(p, v[d], out[d]);
-}
-
-// axpy_f32 for rows s = 0..rows-1 in order: out += p[s] * (v + s * stride).
-static void axpy_rows_f32(const float* p, const float* v, int64_t stride, int64_t rows, float* out, int64_t n) {
-    for (int64_t s = 0; s < rows; ++s) axpy_f32(p[s], v + s * stride, out, n);
-}
-
 // The reference attention_loops: heads one by one, each score a sum of fused
-// multiply-adds over the dimensions in order, an axpy_f32 per value row.
-static void scores_f32(const float* q, int64_t q_step, int n_heads, const float* keys, int64_t begin, int64_t end,
+// multiply-adds over the dimensions in order, value rows added in order by
+// fused multiply-adds; keys and values read through kv_cache.h's key_at_* /
+// value_at_*.
+template <float (*key_at)(const uint8_t*, int64_t, int64_t, int64_t)>
+static void scores_ref(const float* q, int64_t q_step, int n_heads, const uint8_t* keys, int64_t begin, int64_t end,
                        int64_t n, float* out, int64_t out_step) {
     for (int j = 0; j < n_heads; ++j)
         for (int64_t s = begin; s < end; ++s) {
             float sum = 0.0f;
-            for (int64_t d = 0; d < n; ++d) sum = std::fma(q[j * q_step + d], keys[key_tile_offset(s, d, n)], sum);
+            for (int64_t d = 0; d < n; ++d) sum = std::fma(q[j * q_step + d], key_at(keys, s, d, n), sum);
             out[j * out_step + s - begin] = sum;
         }
 }
 
-static void weighted_sum_f32(const float* p, int64_t p_step, int n_heads, const float* v, int64_t v_stride,
-                             int64_t rows, float* out, int64_t out_step, int64_t n) {
-    for (int j = 0; j < n_heads; ++j) axpy_rows_f32(p + j * p_step, v, v_stride, rows, out + j * out_step, n);
+template <float (*value_at)(const uint8_t*, int64_t, int64_t)>
+static void weighted_ref(const float* p, int64_t p_step, int n_heads, const uint8_t* v, int64_t v_stride,
+                         int64_t rows, float* out, int64_t out_step, int64_t n) {
+    for (int j = 0; j < n_heads; ++j)
+        for (int64_t s = 0; s < rows; ++s)
+            for (int64_t d = 0; d < n; ++d)
+                out[j * out_step + d] = std::fma(p[j * p_step + s], value_at(v + s * v_stride, d, n), out[j * out_step + d]);
 }
 
 // Softmax of n scores in place, after scaling them: e^(s - max) by exp_f32,
@@ -185,7 +183,9 @@ const f32_loops& loops_for_default_path() {
     if (default_cpu_path() == cpu_path::avx512_vnni) return avx512;
     if (uses_avx2(default_cpu_path())) return avx2;
 #endif
-    static const attention_loops reference = {scores_f32, weighted_sum_f32, softmax_f32};
+    static const attention_loops reference = {
+        scores_ref<key_at_f32>,       scores_ref<key_at_f16>,       scores_ref<key_at_q8_0>,
+        weighted_ref<value_at_f32>, weighted_ref<value_at_f16>, weighted_ref<value_at_q8_0>, softmax_f32};
     static const f32_loops plain = {dot_f32, &reference, silu_mul_f32};
     return plain;
 }
@@ -435,15 +435,14 @@ void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const
     }
 }
 
-void attention(threadpool& pool, const float* q, const float* cache_k, int64_t key_head_stride, const float* cache_v,
-               int64_t value_head_stride, int64_t n_cached, const float* new_k, const float* new_v,
-               const attention_rows& rows, float* out, int64_t n,
-               int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale) {
-    const f32_loops& loops = loops_for_default_path();
+void attention(threadpool& pool, const float* q, const cache_layer& cache, const float* new_k, const float* new_v,
+               const attention_rows& rows, float* out, int64_t n, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+               float scale) {
+    const attention_loops& loops = *loops_for_default_path().attention;
     const int64_t group = n_head / n_head_kv;
     const int64_t q_stride = n_head * head_dim, kv_stride = n_head_kv * head_dim;
-    // The new keys in the cache's tiled layout, (n_head_kv, n / kKeyTile
-    // rounded up, head_dim, kKeyTile). Kept between calls (no page faults per
+    // The new keys in the f32 tiled layout, (n_head_kv, n / kKeyTile rounded
+    // up, head_dim, kKeyTile). Kept between calls (no page faults per
     // layer); lanes past n hold zeros or older keys, scored but never read.
     const int64_t new_key_head_stride = (n + kKeyTile - 1) / kKeyTile * kKeyTile * head_dim;
     thread_local std::vector<float> new_keys;
@@ -454,7 +453,10 @@ void attention(threadpool& pool, const float* q, const float* cache_k, int64_t k
             for (int64_t d = 0; d < head_dim; ++d)
                 new_keys[(size_t)h * new_key_head_stride + key_tile_offset(t, d, head_dim)] =
                     new_k[t * kv_stride + h * head_dim + d];
-    const float* new_tiles = new_keys.data();  // the workers have their own (empty) new_keys
+    const auto* new_tiles = reinterpret_cast<const uint8_t*>(new_keys.data());  // the workers have their own (empty)
+    const auto* new_rows = reinterpret_cast<const uint8_t*>(new_v);
+    const scores_fn cache_scores = loops.scores(cache.type_k), new_scores = loops.scores_f32;
+    const weighted_fn cache_weighted = loops.weighted_sum(cache.type_v), new_weighted = loops.weighted_f32;
     // A job is one row and one KV head with the group of query heads that
     // read it, so each key tile and value row is loaded once for all of them;
     // jobs in the order KV head, row, so the keys and values of one KV head
@@ -471,25 +473,27 @@ void attention(threadpool& pool, const float* q, const float* cache_k, int64_t k
             float* o = out + t * q_stride + kvh * group * head_dim;
             // The visible keys, in order: the cache, the new prefix, the row's group.
             const int64_t spans[3][2] = {
-                {0, n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
-            // Each span's tiled keys of this kv head, and its values' first row and row stride.
-            const float* keys[3] = {cache_k + kvh * key_head_stride, new_tiles + kvh * new_key_head_stride,
-                                    new_tiles + kvh * new_key_head_stride};
-            const float* vals[3] = {cache_v + kvh * value_head_stride, new_v + kvh * head_dim,
-                                    new_v + kvh * head_dim};
-            const int64_t strides[3] = {head_dim, kv_stride, kv_stride};
+                {0, cache.n_cached}, {0, rows.see_prefix[t]}, {rows.group_lo[t], rows.group_hi[t]}};
+            // Each span's tiled keys of this kv head, its loops, and its values' first row and row stride.
+            const uint8_t* keys[3] = {cache.keys + kvh * cache.key_head_bytes,
+                                      new_tiles + 4 * kvh * new_key_head_stride,
+                                      new_tiles + 4 * kvh * new_key_head_stride};
+            const scores_fn score_loop[3] = {cache_scores, new_scores, new_scores};
+            const uint8_t* vals[3] = {cache.values + kvh * cache.value_head_bytes, new_rows + 4 * kvh * head_dim,
+                                      new_rows + 4 * kvh * head_dim};
+            const int64_t strides[3] = {cache.value_row_bytes, 4 * kv_stride, 4 * kv_stride};
+            const weighted_fn weighted_loop[3] = {cache_weighted, new_weighted, new_weighted};
             int64_t count[3], n_keys = 0;
             for (int k = 0; k < 3; ++k) n_keys += count[k] = std::max<int64_t>(spans[k][1] - spans[k][0], 0);
             scores.resize((size_t)(group * n_keys));
             for (int64_t k = 0, at = 0; k < 3; at += count[k++])
-                loops.attention->scores(qv, head_dim, (int)group, keys[k], spans[k][0],
-                                        spans[k][0] + count[k], head_dim, scores.data() + at, n_keys);
-            for (int64_t j = 0; j < group; ++j) loops.attention->softmax(scores.data() + j * n_keys, n_keys, scale);
+                score_loop[k](qv, head_dim, (int)group, keys[k], spans[k][0], spans[k][0] + count[k], head_dim,
+                              scores.data() + at, n_keys);
+            for (int64_t j = 0; j < group; ++j) loops.softmax(scores.data() + j * n_keys, n_keys, scale);
             std::fill(o, o + group * head_dim, 0.0f);
             for (int64_t k = 0, at = 0; k < 3; at += count[k++])
-                loops.attention->weighted_sum(scores.data() + at, n_keys, (int)group,
-                                              vals[k] + spans[k][0] * strides[k], strides[k], count[k], o,
-                                              head_dim, head_dim);
+                weighted_loop[k](scores.data() + at, n_keys, (int)group, vals[k] + spans[k][0] * strides[k],
+                                 strides[k], count[k], o, head_dim, head_dim);
         }
     });
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/threadpool.h"
+#include "kv_cache.h"  // kv_type
 #include "gguf.h"
 #include "quants/dot.h"
 
@@ -77,18 +78,28 @@ void rope_adjacent(float* x, int64_t n, int64_t n_heads, int64_t head_dim, const
 // Attention of n new rows. Row t sees the n_cached cache keys, the new keys
 // [0, see_prefix[t]) and the new keys [group_lo[t], group_hi[t]) (disjoint
 // from the prefix). GQA: q head h reads kv head h / (n_head / n_head_kv).
-// q: (n, n_head*hd); cache_k, cache_v: kv_cache's layouts, kv head h's at
-// h * key_head_stride and h * value_head_stride;
-// new_k, new_v: (n, n_head_kv*hd); out: (n, n_head*hd).
+// q: (n, n_head*hd); the cache: one layer of a kv_cache (its types'
+// layouts, kv head h's keys at h * key_head_bytes, values at
+// h * value_head_bytes); new_k, new_v: (n, n_head_kv*hd), already rounded
+// through the cache's types (kv_cache::round_trip) where they differ from
+// f32; out: (n, n_head*hd).
 struct attention_rows {
     const int32_t* see_prefix;
     const int32_t* group_lo;
     const int32_t* group_hi;
 };
-void attention(threadpool& pool, const float* q, const float* cache_k, int64_t key_head_stride, const float* cache_v,
-               int64_t value_head_stride, int64_t n_cached, const float* new_k, const float* new_v,
-               const attention_rows& rows, float* out, int64_t n,
-               int64_t n_head, int64_t n_head_kv, int64_t head_dim, float scale);
+struct cache_layer {
+    kv_type type_k, type_v;
+    const uint8_t* keys;
+    int64_t key_head_bytes;
+    const uint8_t* values;
+    int64_t value_head_bytes;
+    int64_t value_row_bytes;
+    int64_t n_cached;
+};
+void attention(threadpool& pool, const float* q, const cache_layer& cache, const float* new_k, const float* new_v,
+               const attention_rows& rows, float* out, int64_t n, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+               float scale);
 
 // gate (n, d) <- silu(gate) * up, the elements split across the pool.
 void swiglu(threadpool& pool, float* gate, const float* up, int64_t count);

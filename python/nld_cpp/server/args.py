@@ -10,6 +10,7 @@ import os
 from typing import Any, List, Optional, Sequence
 
 from ..generation import MODES
+from ..model import CACHE_TYPES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
           help="context size in tokens shared by the slots, each gets ctx-size / parallel "
                "(0: each slot gets min(the model's training context, 4096))")
     _flag(p, "-t", "--threads", env="NLD_ARG_THREADS", type=int, default=0, help="compute threads (0: all cores)")
+    _flag(p, "-ctk", "--cache-type-k", env="NLD_ARG_CACHE_TYPE_K", choices=list(CACHE_TYPES), default="f16",
+          help="KV cache type for keys, every slot")
+    _flag(p, "-ctv", "--cache-type-v", env="NLD_ARG_CACHE_TYPE_V", choices=list(CACHE_TYPES), default="f16",
+          help="KV cache type for values, every slot")
     _flag(p, "-np", "--parallel", env="NLD_ARG_N_PARALLEL", type=int, default=1,
           help="number of slots: requests served at the same time, each with its own KV cache")
     _flag(p, "-b", "--batch-size", env="NLD_ARG_BATCH", type=int, default=512,
@@ -88,6 +93,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= {lo}, got {getattr(args, name)}")
     if args.ctx_size and args.ctx_size // args.parallel < 2:
         parser.error(f"--ctx-size {args.ctx_size} leaves under 2 tokens for each of {args.parallel} slots")
+    for name in ("cache_type_k", "cache_type_v"):  # a value from the environment skips argparse's choices
+        if getattr(args, name) not in CACHE_TYPES:
+            parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(CACHE_TYPES)}, got {getattr(args, name)!r}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
     if args.block_length is not None and args.block_length < 1:

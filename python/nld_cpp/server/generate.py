@@ -171,12 +171,15 @@ def start_job(job: Job, model: Any) -> Iterator[Any]:
     return out if job.stream else iter([out])
 
 
+def job_stats(state: Any, job: Job, cache_n: int, stats: Dict[str, Any]) -> None:
+    """On the worker, as the job's last chunk is handed on: its counters."""
+    state.metrics.record(job.mode, stats, len(job.prompt_ids) - cache_n)
+
+
 def job_done(state: Any, job: Job, running: Running) -> None:
     """On the event loop, once the worker is done with the slot."""
     stats = running.final_stats
     running.slot.remember(job.prompt_ids, stats["tokens"] if stats else [])
-    if stats:
-        state.metrics.record(job.mode, stats, len(job.prompt_ids) - running.cache_n)
     state.running.discard(running)
     state.pool.release(running.slot)
 
@@ -195,7 +198,7 @@ async def serve(request: Request, state: Any, job: Job) -> Any:
     slot.task = {"mode": job.mode, "n_prompt_tokens": len(job.prompt_ids), "stream": job.stream,
                  "params": {k: v for k, v in job.kwargs.items() if k != "stop"}}
     running = Running(asyncio.get_running_loop(), state.executor, slot, partial(start_job, job),
-                      partial(job_done, state, job), cache_n)
+                      partial(job_done, state, job), cache_n, partial(job_stats, state, job, cache_n))
     state.running.add(running)
     served = Served(state, job, slot, cache_n)
     try:

@@ -126,11 +126,16 @@ class SlotPool:
 
 class Running:
     """A job on a worker thread: `next_item()` gives its chunks in order
-    (raising what the job raised), `cancel()` stops it within one step."""
+    (raising what the job raised), `cancel()` stops it within one step.
+    on_stats gets the job's statistics on the worker thread before the chunk
+    that carries them is handed on (so a client that has its answer finds
+    it counted); on_done runs on the event loop once the slot is free."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor, slot: Slot,
-                 start: Callable[[Any], Iterator[Any]], on_done: Callable[["Running"], None], cache_n: int = 0) -> None:
+                 start: Callable[[Any], Iterator[Any]], on_done: Callable[["Running"], None], cache_n: int = 0,
+                 on_stats: Callable[[Dict[str, Any]], None] = lambda stats: None) -> None:
         self.slot = slot
+        self._on_stats = on_stats
         self.cache_n = cache_n  # prompt tokens the slot's cache already held
         self.final_stats: Optional[Dict[str, Any]] = None  # the job's statistics, once it has them
         self._loop = loop
@@ -150,6 +155,7 @@ class Running:
                 for chunk in chunks:
                     if isinstance(chunk, dict) and "usage" in chunk and "nld" in chunk:
                         self.final_stats = dict(chunk["nld"], usage=chunk["usage"])
+                        self._on_stats(self.final_stats)
                     self._put(chunk)
                     if self._cancelled.is_set():
                         break
