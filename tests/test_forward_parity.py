@@ -121,10 +121,12 @@ _PATHS_SCRIPT = """
 import sys, numpy as np
 from nld_cpp import Model, quants
 assert quants.default_cpu_path() == sys.argv[3]
-with Model(sys.argv[1], n_ctx=96, n_threads=2) as m:
-    causal = m.forward(list(range(40, 110)), kind="causal", logits="all")
-    block = m.forward(list(range(120, 131)), kind="bidirectional", logits="all")
-np.save(sys.argv[2], np.concatenate([causal, block]))
+rows = []
+for cache in ("f32", "f16", "q8_0"):
+    with Model(sys.argv[1], n_ctx=96, n_threads=2, cache_type_k=cache, cache_type_v=cache) as m:
+        rows.append(m.forward(list(range(40, 110)), kind="causal", logits="all"))
+        rows.append(m.forward(list(range(120, 131)), kind="bidirectional", logits="all"))
+np.save(sys.argv[2], np.concatenate(rows))
 """
 
 
@@ -133,8 +135,9 @@ def test_every_cpu_path_gives_identical_logits(variant, gguf_file, tmp_path):
     """The f32 loops (matmul dots, attention scores and value sums) have one order of
     operations on every path, however each path blocks them in registers: a causal prefill
     of 70 tokens (rows that see from 1 to 70 keys: part tiles, whole tiles and runs of them),
-    then an 11-token bidirectional block over them, gives the same bits on the scalar path
-    and on each SIMD path this CPU runs. The variants cover groups of 1, 2, 4 and
+    then an 11-token bidirectional block over them (reading the 70 from an f32, an f16 and
+    a q8_0 cache in turn), gives the same bits on the scalar path and on each SIMD path this
+    CPU runs. The variants cover groups of 1, 2, 4 and
     all query heads per KV head, and head sizes with and without a tail past 8 (12, 16, 24)."""
     import os
     import subprocess
@@ -151,6 +154,6 @@ def test_every_cpu_path_gives_identical_logits(variant, gguf_file, tmp_path):
         subprocess.run([sys.executable, "-c", _PATHS_SCRIPT, str(gguf_file(variant)), str(out[path]), path],
                        env=dict(os.environ, NLD_CPU_PATH=path), check=True)
     scalar = np.load(out["scalar"])
-    assert scalar.shape[0] == 81 and np.isfinite(scalar).all()
+    assert scalar.shape[0] == 3 * 81 and np.isfinite(scalar).all()
     for path in paths[1:]:
         assert np.array_equal(np.load(out[path]), scalar), path
