@@ -13,6 +13,7 @@
 #include "context.h"
 #include "error.h"
 #include "include/nld.h"
+#include "memory.h"
 #include "model.h"
 #include "modes/generator.h"
 #include "scheduler.h"
@@ -263,13 +264,97 @@ nld_status nld_model_meta_string(const nld_model* model, const char* key, const 
     return NLD_OK;
 }
 
+namespace {
+
+int32_t default_n_ctx(const nld::hparams& hp) { return std::min(hp.n_ctx_train, 4096); }
+
+// What a context of n_ctx slots in these types takes: its KV cache, and the
+// activations of a forward of n_rows rows (<= 0: min(n_ctx, 512)).
+struct context_memory {
+    uint64_t kv = 0;
+    uint64_t scratch = 0;
+    int32_t n_rows = 0;
+};
+
+context_memory context_memory_for(const nld::model& m, int32_t n_ctx, nld::kv_type type_k, nld::kv_type type_v,
+                                  int32_t n_rows) {
+    const nld::hparams& hp = m.hp;
+    context_memory c;
+    c.n_rows = n_rows > 0 ? n_rows : std::min(n_ctx, nld::kDefaultForwardRows);
+    c.kv = nld::kv_cache::bytes_for(hp.n_layer, n_ctx, hp.n_head_kv, hp.head_dim, type_k, type_v);
+    const bool lossy = type_k != nld::kv_type::f32 || type_v != nld::kv_type::f32;
+    c.scratch = nld::forward_scratch_bytes(hp, m.drafter ? m.drafter->rank : 0, c.n_rows, lossy);
+    return c;
+}
+
+void fill_memory(const char* fn, const nld::model& m, const nld_memory_params& p, nld_memory* out) {
+    const std::string f(fn);
+    const int32_t n_ctx = p.n_ctx > 0 ? p.n_ctx : default_n_ctx(m.hp);
+    if (n_ctx > (1 << 24)) nld::fail_argument(f + ": n_ctx " + std::to_string(n_ctx) + " is too large (at most 2^24)");
+    if (p.n_rows > (1 << 20))
+        nld::fail_argument(f + ": n_rows " + std::to_string(p.n_rows) + " is too large (at most 2^20)");
+    const nld::kv_type type_k = nld::checked_kv_type(p.type_k, (f + ": type_k").c_str());
+    const nld::kv_type type_v = nld::checked_kv_type(p.type_v, (f + ": type_v").c_str());
+    const context_memory c = context_memory_for(m, n_ctx, type_k, type_v, p.n_rows);
+    std::memset(out, 0, sizeof *out);
+    out->weights_file_bytes = (int64_t)m.memory.file_bytes;
+    out->weights_copy_bytes = (int64_t)m.memory.copy_bytes;
+    out->weights_bytes = (int64_t)m.memory.total();
+    out->kv_bytes = (int64_t)c.kv;
+    out->scratch_bytes = (int64_t)c.scratch;
+    out->total_bytes = out->weights_bytes + out->kv_bytes + out->scratch_bytes;
+    out->n_ctx = n_ctx;
+    out->n_rows = c.n_rows;
+}
+
+}  // namespace
+
+nld_memory_params nld_memory_default_params(void) {
+    nld_memory_params p;
+    std::memset(&p, 0, sizeof p);
+    p.n_ctx = 0;
+    p.type_k = NLD_TYPE_F16;
+    p.type_v = NLD_TYPE_F16;
+    p.n_rows = 0;
+    p.lora_path = nullptr;
+    return p;
+}
+
+nld_status nld_memory_estimate(const char* path, const nld_memory_params* params, nld_memory* out) {
+    NLD_REQUIRE(path != nullptr && out != nullptr, "nld_memory_estimate: NULL argument");
+    const nld_memory_params p = params ? *params : nld_memory_default_params();
+    return guarded("nld_memory_estimate", [&] {
+        const std::unique_ptr<nld::model> m = nld::open_model(path, p.lora_path);
+        fill_memory("nld_memory_estimate", *m, p, out);
+        return NLD_OK;
+    });
+}
+
+nld_status nld_model_memory_estimate(const nld_model* model, const nld_memory_params* params, nld_memory* out) {
+    NLD_REQUIRE(model != nullptr && out != nullptr, "nld_model_memory_estimate: NULL argument");
+    const nld_memory_params p = params ? *params : nld_memory_default_params();
+    return guarded("nld_model_memory_estimate", [&] {
+        fill_memory("nld_model_memory_estimate", *model->impl, p, out);
+        return NLD_OK;
+    });
+}
+
+nld_status nld_memory_available(int64_t* out_bytes) {
+    NLD_REQUIRE(out_bytes != nullptr, "nld_memory_available: out_bytes is NULL");
+    *out_bytes = -1;
+    return guarded("nld_memory_available", [&] {
+        *out_bytes = nld::available_memory_bytes();
+        return NLD_OK;
+    });
+}
+
 nld_status nld_context_create(nld_model* model, const nld_context_params* params, nld_context** out_ctx) {
     NLD_REQUIRE(out_ctx != nullptr, "nld_context_create: out_ctx is NULL");
     *out_ctx = nullptr;
     NLD_REQUIRE(model != nullptr, "nld_context_create: model is NULL");
     const nld_context_params p = params ? *params : nld_context_default_params();
     const nld::hparams& hp = model->impl->hp;
-    const int32_t n_ctx = p.n_ctx > 0 ? p.n_ctx : std::min(hp.n_ctx_train, 4096);
+    const int32_t n_ctx = p.n_ctx > 0 ? p.n_ctx : default_n_ctx(hp);
     NLD_REQUIRE(n_ctx <= (1 << 24), "nld_context_create: n_ctx " + std::to_string(n_ctx) + " is too large");
     NLD_REQUIRE(p.n_threads <= 1024, "nld_context_create: n_threads " + std::to_string(p.n_threads) + " is too large");
     NLD_REQUIRE(nld::kv_type_name(p.type_k) != nullptr,
@@ -277,9 +362,18 @@ nld_status nld_context_create(nld_model* model, const nld_context_params* params
     NLD_REQUIRE(nld::kv_type_name(p.type_v) != nullptr,
                 "nld_context_create: type_v " + std::to_string(p.type_v) + " is not a cache type (f32 0, f16 1, q8_0 8)");
     return guarded("nld_context_create", [&] {
+        const auto type_k = (nld::kv_type)p.type_k, type_v = (nld::kv_type)p.type_v;
+        const context_memory need = context_memory_for(*model->impl, n_ctx, type_k, type_v, 0);
+        const bool smallest = type_k == nld::kv_type::q8_0 && type_v == nld::kv_type::q8_0;
+        nld::require_available(need.kv + need.scratch,
+                               "a context of n_ctx " + std::to_string(n_ctx) + " with " + nld::kv_type_name(p.type_k) +
+                                   " keys and " + nld::kv_type_name(p.type_v) + " values",
+                               "KV cache " + nld::format_bytes(need.kv) + ", activations of a " +
+                                   std::to_string(need.n_rows) + "-row forward " + nld::format_bytes(need.scratch),
+                               smallest ? "try a smaller n_ctx (-c)"
+                                        : "try a smaller n_ctx (-c) or q8_0 cache types (-ctk q8_0 -ctv q8_0)");
         auto handle = std::make_unique<nld_context>();
-        handle->impl = std::make_unique<nld::context>(*model->impl, n_ctx, p.n_threads, (nld::kv_type)p.type_k,
-                                                      (nld::kv_type)p.type_v);
+        handle->impl = std::make_unique<nld::context>(*model->impl, n_ctx, p.n_threads, type_k, type_v);
         *out_ctx = handle.release();
         return NLD_OK;
     });

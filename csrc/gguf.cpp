@@ -435,6 +435,7 @@ void gguf_file::parse() {
         fail_format("GGUF: data section starts at offset " + num(data_start) + " (tensor infos end at " +
                     num(c.pos) + ", padded to alignment " + num(alignment_) + "), past end of file (size " +
                     num(size_) + ")");
+    data_offset_ = data_start;
 
     for (gguf_tensor& t : tensors_) {
         const uint64_t begin = checked_add(data_start, t.offset, "GGUF tensor data start");

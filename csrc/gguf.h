@@ -71,6 +71,9 @@ public:
     uint32_t version() const { return version_; }
     uint64_t alignment() const { return alignment_; }
     uint64_t file_size() const { return size_; }
+    // Where the data section starts: the bytes of the header, metadata and
+    // tensor infos (with padding).
+    uint64_t data_offset() const { return data_offset_; }
 
     const std::vector<gguf_kv>& kvs() const { return kvs_; }
     const std::vector<gguf_tensor>& tensors() const { return tensors_; }
@@ -100,6 +103,7 @@ private:
     uint64_t size_ = 0;
     uint32_t version_ = 0;
     uint64_t alignment_ = 32;
+    uint64_t data_offset_ = 0;
     std::vector<gguf_kv> kvs_;
     std::vector<gguf_tensor> tensors_;
     std::unordered_map<std::string_view, size_t> kv_index_;

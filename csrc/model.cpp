@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include "error.h"
+#include "memory.h"
 #include "quants/repack.h"
 
 namespace nld {
@@ -135,24 +136,42 @@ const float* bind_norm(const gguf_file& f, const std::string& name, int64_t dim)
     return reinterpret_cast<const float*>(t->data);
 }
 
-// Copies every matrix that can take the x8 layout into one anonymous
-// mapping (64-byte aligned parts), on all cores, then drops the file pages
-// they came from (the mapping stays valid: a later read faults them back).
-void repack_for_x8(model& m) {
-    if (!kernels_for(default_cpu_path()).x8) return;
+size_t aligned64(uint64_t bytes) { return (size_t)((bytes + 63) / 64 * 64); }
+
+// The matrices the load copies into the x8 layout: none unless the CPU path
+// has x8 kernels; then every layer matrix and an untied head that can take
+// it (the token embedding is read by rows, as stored).
+std::vector<weight_matrix*> x8_candidates(model& m) {
     std::vector<weight_matrix*> todo;
+    if (!kernels_for(default_cpu_path()).x8) return todo;
     auto consider = [&](weight_matrix& w) {
         if (can_repack_x8(w)) todo.push_back(&w);
     };
     for (layer_weights& L : m.layers)
         for (weight_matrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) consider(*w);
     if (m.output.data != m.tok_embd.data) consider(m.output);
+    return todo;
+}
+
+size_t x8_part_bytes(const weight_matrix& w) { return aligned64(x8_bytes((int32_t)w.type, w.n_out, w.n_in)); }
+size_t matrix_part_bytes(const weight_matrix& w) { return aligned64(w.row_bytes * (uint64_t)w.n_out); }
+
+// Drops the file pages wholly inside [data, data + bytes) from memory (the
+// mapping stays valid: a later read faults them back).
+void release_file_pages(const uint8_t* data, uint64_t bytes) {
+    const long page = sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)data + page - 1) / page * page;
+    const uintptr_t hi = ((uintptr_t)data + bytes) / page * page;
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+// Copies every x8 candidate into one anonymous mapping (64-byte aligned
+// parts), on all cores, then drops the file pages they came from.
+void repack_for_x8(model& m) {
+    const std::vector<weight_matrix*> todo = x8_candidates(m);
     if (todo.empty()) return;
-    auto part_bytes = [](const weight_matrix& w) {
-        return (x8_bytes((int32_t)w.type, w.n_out, w.n_in) + 63) / 64 * 64;
-    };
     size_t total = 0;
-    for (const weight_matrix* w : todo) total += part_bytes(*w);
+    for (const weight_matrix* w : todo) total += x8_part_bytes(*w);
     void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         throw error(NLD_ERR_OUT_OF_MEMORY, "cannot map " + std::to_string(total >> 20) + " MiB for the repacked weights");
@@ -162,7 +181,6 @@ void repack_for_x8(model& m) {
     madvise(p, total, MADV_HUGEPAGE);  // fewer TLB misses while streaming weights; a hint only
 #endif
     threadpool pool(0);
-    const long page = sysconf(_SC_PAGESIZE);
     size_t offset = 0;
     for (weight_matrix* w : todo) {
         uint8_t* dst = m.x8.data + offset;
@@ -170,12 +188,36 @@ void repack_for_x8(model& m) {
             repack_x8((int32_t)w->type, w->data, w->row_bytes, w->n_in, g0, g1, dst);
         });
         w->x8 = dst;
-        offset += part_bytes(*w);
+        offset += x8_part_bytes(*w);
         if (w->data >= m.permuted.data && w->data < m.permuted.data + m.permuted.bytes) continue;  // not file pages
-        const uintptr_t lo = ((uintptr_t)w->data + page - 1) / page * page;
-        const uintptr_t hi = ((uintptr_t)w->data + w->row_bytes * (uint64_t)w->n_out) / page * page;
-        if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+        release_file_pages(w->data, w->row_bytes * (uint64_t)w->n_out);
     }
+}
+
+// What the rest of the load keeps of m's weights (bound in place, nothing
+// copied yet): the copies permute_rope_rows and repack_for_x8 will make, and
+// the file bytes of every tensor neither of them copies, plus the headers.
+weight_memory plan_weight_memory(model& m) {
+    weight_memory mem;
+    std::unordered_set<const uint8_t*> copied;  // file data of the tensors copied
+    if (m.hf_rope_order)
+        for (const layer_weights& L : m.layers)
+            for (const weight_matrix* w : {&L.wq, &L.wk}) {
+                mem.copy_bytes += matrix_part_bytes(*w);
+                copied.insert(w->data);
+            }
+    for (const weight_matrix* w : x8_candidates(m)) {
+        mem.copy_bytes += x8_part_bytes(*w);
+        copied.insert(w->data);
+    }
+    mem.file_bytes = m.file->data_offset();
+    for (const gguf_tensor& t : m.file->tensors())
+        if (!copied.count(t.data)) mem.file_bytes += t.n_bytes;
+    if (m.drafter) {
+        mem.file_bytes += m.drafter->file->data_offset();
+        for (const gguf_tensor& t : m.drafter->file->tensors()) mem.file_bytes += t.n_bytes;
+    }
+    return mem;
 }
 
 // A dream file is NLD only with NLD's diffusion signature; Dream and LLaDA
@@ -195,11 +237,12 @@ void require_nld_signature(const gguf_file& f) {
 // with j + d/2; the forward pairs adjacent rows (2j, 2j+1), the order our
 // converter writes. Rows are quantized one at a time, so moving whole rows
 // gives the bytes our converter writes for the same checkpoint, in any type.
+// The file pages of the rows are released once copied.
 void permute_rope_rows(model& m) {
     const hparams& hp = m.hp;
     const int64_t half = hp.head_dim / 2;
     size_t total = 0;
-    for (const layer_weights& L : m.layers) total += (L.wq.row_bytes * L.wq.n_out + L.wk.row_bytes * L.wk.n_out + 63) / 64 * 64;
+    for (const layer_weights& L : m.layers) total += matrix_part_bytes(L.wq) + matrix_part_bytes(L.wk);
     void* p = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw error(NLD_ERR_OUT_OF_MEMORY, "cannot map " + std::to_string(total >> 20) + " MiB for q/k");
     m.permuted.data = static_cast<uint8_t*>(p);
@@ -213,8 +256,9 @@ void permute_rope_rows(model& m) {
                     for (int64_t s = 0; s < 2; ++s)
                         std::memcpy(dst + (uint64_t)(h * hp.head_dim + 2 * j + s) * w->row_bytes,
                                     w->data + (uint64_t)(h * hp.head_dim + s * half + j) * w->row_bytes, w->row_bytes);
+            release_file_pages(w->data, w->row_bytes * (uint64_t)w->n_out);
             w->data = dst;
-            dst += (w->row_bytes * (uint64_t)w->n_out + 63) / 64 * 64;
+            dst += matrix_part_bytes(*w);
         }
     }
 }
@@ -278,13 +322,14 @@ std::unique_ptr<lora_adapter> load_lora(const model& m, const std::string& path)
     return lora;
 }
 
-std::unique_ptr<model> load_model(const std::string& path, const char* lora_path) {
+std::unique_ptr<model> open_model(const std::string& path, const char* lora_path) {
     auto m = std::make_unique<model>();
     m->file = gguf_file::open(path);
     const gguf_file& f = *m->file;
 
     const std::string arch(f.require_string("general.architecture"));
     const bool dream = arch == kDreamArch;
+    m->hf_rope_order = dream;
     if (arch != kArch && !dream)
         fail_unsupported("unsupported architecture '" + arch + "' (supported: mistral3, and dream files of NLD)");
     if (dream) require_nld_signature(f);
@@ -350,8 +395,6 @@ std::unique_ptr<model> load_model(const std::string& path, const char* lora_path
         fail_format("unexpected tensor '" + t.name + "'");
     }
     m->rope_inv_freq = rope_inverse_frequencies(hp);
-    if (dream) permute_rope_rows(*m);
-    repack_for_x8(*m);
 
     std::string adapter = lora_path ? lora_path : "";
     if (!lora_path) {
@@ -363,6 +406,22 @@ std::unique_ptr<model> load_model(const std::string& path, const char* lora_path
         }
     }
     if (!adapter.empty()) m->drafter = load_lora(*m, adapter);
+    m->memory = plan_weight_memory(*m);
+    return m;
+}
+
+std::unique_ptr<model> load_model(const std::string& path, const char* lora_path) {
+    std::unique_ptr<model> m = open_model(path, lora_path);
+    const weight_memory& mem = m->memory;
+    require_available(mem.total(), "loading " + path,
+                      "weights: " + format_bytes(mem.copy_bytes) + " of repacked copies, " +
+                          format_bytes(mem.file_bytes) + " of file pages used in place",
+                      "");
+    if (m->hf_rope_order) permute_rope_rows(*m);
+    repack_for_x8(*m);
+    if (m->x8.bytes + m->permuted.bytes != mem.copy_bytes)  // the plan must be what was done
+        throw error(NLD_ERR_INTERNAL, "load of " + path + ": planned " + std::to_string(mem.copy_bytes) +
+                                          " bytes of copies, made " + std::to_string(m->x8.bytes + m->permuted.bytes));
     return m;
 }
 

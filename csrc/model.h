@@ -71,8 +71,25 @@ struct x8_store {
     ~x8_store();
 };
 
+// The memory a model's weights keep once loaded, planned from the tensor
+// table before anything is copied (the load checks it against the memory
+// available, nld_memory_estimate reports it).
+struct weight_memory {
+    // File pages read in place: the header (metadata and tokenizer) and every
+    // tensor the load does not copy, of the model and of its drafter adapter.
+    // Token embedding rows are read only for the tokens seen, the rest
+    // whenever the weights are used.
+    uint64_t file_bytes = 0;
+    // Anonymous memory of the copies: the x8 repacks (64-byte aligned parts)
+    // and a dream file's re-ordered q/k rows. Their file pages are released.
+    uint64_t copy_bytes = 0;
+    uint64_t total() const { return file_bytes + copy_bytes; }
+};
+
 struct model {
     std::unique_ptr<gguf_file> file;
+    bool hf_rope_order = false;  // a dream file: q/k rows re-ordered into `permuted` at load
+    weight_memory memory;        // what the load keeps (planned before it copies)
     x8_store x8;  // empty unless the CPU path has x8 kernels (backend/cpu/ops.h)
     x8_store permuted;  // dream files: their q/k rows in our order (empty otherwise)
     hparams hp;
@@ -93,7 +110,17 @@ struct model {
 // stays about the size of the weights. lora_path: the drafter adapter GGUF;
 // nullptr looks for "<model without .gguf>.lora.gguf" beside the model and
 // loads it when present; "" loads none. Throws nld::error naming the problem.
+// Before it copies anything, the load checks memory.total() against the
+// memory available (memory.h) and fails with NLD_ERR_OUT_OF_MEMORY, naming
+// both, when it does not fit.
 std::unique_ptr<model> load_model(const std::string& path, const char* lora_path);
+
+// The first half of load_model: opens and validates the model (and its
+// drafter, lora_path as above) and binds every weight in place, reading no
+// weight and copying nothing; memory says what the rest of a load would
+// keep. Its matrices point into the file (a dream file's q/k rows still in
+// the Hugging Face order): for planning, not for computing.
+std::unique_ptr<model> open_model(const std::string& path, const char* lora_path);
 
 // Opens and validates a drafter adapter for m. Throws nld::error.
 std::unique_ptr<lora_adapter> load_lora(const model& m, const std::string& path);

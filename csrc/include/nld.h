@@ -358,6 +358,58 @@ NLD_API nld_status nld_matmul(int32_t ggml_type, const void* weights, size_t wei
                               int64_t n_in, const float* x, int64_t n_rows, float* y, size_t y_capacity,
                               int32_t cpu_path, int32_t n_threads);
 
+/* Memory said up front (docs/memory.md). An estimate reads only the GGUF
+ * header and tensor table (no weight is read or copied) and counts what a
+ * load and a context would take:
+ * - weights: what the load keeps: the file pages of every tensor used in
+ *   place (plus the header), and the copies it makes (x8 repacks of the
+ *   quantized matrices on a CPU path with x8 kernels, a dream file's
+ *   re-ordered q/k rows), of the model and its drafter adapter;
+ * - kv: the KV cache of a context of n_ctx slots in type_k / type_v, the
+ *   bytes nld_context_cache_bytes reports for it;
+ * - scratch: the activations of one forward of n_rows rows, with the logits
+ *   of every row (the formula is in csrc/memory.h).
+ * nld_model_load refuses (NLD_ERR_OUT_OF_MEMORY, before copying anything)
+ * a model whose weights are more than nld_memory_available; nld_context_create
+ * refuses a context whose KV cache plus the scratch of a forward of
+ * min(n_ctx, 512) rows is. The messages name the numbers. */
+typedef struct nld_memory_params {
+    int32_t n_ctx;         /* <= 0: min(training context, 4096), as nld_context_create */
+    int32_t type_k;        /* NLD_TYPE_F32, NLD_TYPE_F16 (the default's) or NLD_TYPE_Q8_0 */
+    int32_t type_v;
+    int32_t n_rows;        /* rows of the forward counted; <= 0: min(n_ctx, 512) */
+    const char* lora_path; /* as nld_model_params.lora_path (NULL: the adapter beside the
+                              model if any; "": none); ignored for a loaded model */
+} nld_memory_params;
+
+typedef struct nld_memory {
+    int64_t weights_bytes;      /* weights_file_bytes + weights_copy_bytes */
+    int64_t weights_file_bytes; /* file pages used in place (header included) */
+    int64_t weights_copy_bytes; /* anonymous copies the load makes */
+    int64_t kv_bytes;
+    int64_t scratch_bytes;
+    int64_t total_bytes;        /* weights + kv + scratch */
+    int32_t n_ctx;              /* the n_ctx counted (the default resolved) */
+    int32_t n_rows;             /* the rows counted */
+} nld_memory;
+
+NLD_API nld_memory_params nld_memory_default_params(void);
+/* The estimate for the model file at path (validated as a load would; the
+ * same errors for a bad file). */
+NLD_API nld_status nld_memory_estimate(const char* path, const nld_memory_params* params, nld_memory* out);
+/* The same estimate for a loaded model: its weights as loaded, a context
+ * and forward per params. */
+NLD_API nld_status nld_model_memory_estimate(const nld_model* model, const nld_memory_params* params,
+                                             nld_memory* out);
+/* Bytes this process can still take: MemAvailable of /proc/meminfo, lowered
+ * to the headroom of its memory cgroups (v2 memory.max - memory.current, v1
+ * memory.limit_in_bytes - memory.usage_in_bytes, their page cache counted
+ * as free, as MemAvailable counts it), elsewhere the pages sysconf reports available; capped
+ * at the environment variable NLD_MEMORY_LIMIT_BYTES (a byte count) when it
+ * is set. -1 when unknown (then nothing is refused). NLD_ERR_INVALID_ARGUMENT
+ * when NLD_MEMORY_LIMIT_BYTES is not a byte count. */
+NLD_API nld_status nld_memory_available(int64_t* out_bytes);
+
 /* NLD_CDEF_END */
 
 #ifdef __cplusplus

@@ -352,9 +352,25 @@ def cmd_info(args: argparse.Namespace) -> int:
             ("modes", ", ".join(modes)),
             ("chat template", template_line),
         ]
+        from .memory import available_memory, format_bytes, memory_table, table_contexts
+
+        est = model.memory_estimate()
+        avail = available_memory()
+        rows += [
+            ("weights in memory", f"{format_bytes(est['weights_bytes'])} ({format_bytes(est['weights_copy_bytes'])} "
+                                  f"repacked copies, {format_bytes(est['weights_file_bytes'])} file pages used in place)"),
+            ("available memory", "unknown" if avail is None else format_bytes(avail)),
+        ]
         width = max(len(k) for k, _ in rows)
         for k, v in rows:
             print(f"{k:<{width}}  {v}")
+        contexts = table_contexts(i.n_ctx_train)
+        table = memory_table(model.memory_estimate, contexts)
+        print("memory by n_ctx and KV cache type (keys and values alike): weights + KV cache + "
+              "the activations of a min(n_ctx, 512)-row forward")
+        print(f"{'n_ctx':>8}" + "".join(f"{t:>12}" for t in CACHE_TYPE_NAMES))
+        for n_ctx, cells in zip(contexts, table):
+            print(f"{n_ctx:>8}" + "".join(f"{format_bytes(c['total_bytes']):>12}" for c in cells))
     return 0
 
 

@@ -153,6 +153,14 @@ class Model(CompletionMixin):
         self._busy = _Busy()
         self._scheduler: Any = None  # a Scheduler that batches this context's generations (attach)
         path = os.fspath(model_path)
+        if verbose and _weights is None and os.path.isfile(path):  # said before it is taken (docs/memory.md)
+            from .memory import available_memory, describe, format_bytes, memory_estimate
+
+            est = memory_estimate(path, n_ctx=max(int(n_ctx), 0), cache_type_k=type_k, cache_type_v=type_v,
+                                  lora_path=lora_path)
+            avail = available_memory()
+            print(f"nld_cpp: memory for {path}: {describe(est)}; available "
+                  f"{'unknown' if avail is None else format_bytes(avail)}")
         self._weights = _weights if _weights is not None else self._load(path, n_threads, lora_path)
         self._model = self._weights.handle
         cparams = lib.nld_context_default_params()
@@ -261,6 +269,18 @@ class Model(CompletionMixin):
         """Bytes of the KV cache (every layer's keys and values at n_ctx, in
         cache_type_k / cache_type_v)."""
         return int(lib.nld_context_cache_bytes(self._live()))
+
+    def memory_estimate(self, *, n_ctx: int | None = None, cache_type_k: str | int | None = None,
+                        cache_type_v: str | int | None = None, n_rows: int = 0) -> dict:
+        """nld_cpp.memory_estimate for these weights as loaded; n_ctx and the
+        cache types default to this context's."""
+        from .memory import estimate_loaded
+
+        self._live()
+        return estimate_loaded(self._model, n_ctx=self.n_ctx if n_ctx is None else n_ctx,
+                               cache_type_k=self.cache_type_k if cache_type_k is None else cache_type_k,
+                               cache_type_v=self.cache_type_v if cache_type_v is None else cache_type_v,
+                               n_rows=n_rows)
 
     def metadata_string(self, key: str) -> str:
         """A string value of the GGUF metadata (KeyError if absent)."""
