@@ -157,3 +157,20 @@ def test_every_cpu_path_gives_identical_logits(variant, gguf_file, tmp_path):
     assert scalar.shape[0] == 3 * 81 and np.isfinite(scalar).all()
     for path in paths[1:]:
         assert np.array_equal(np.load(out[path]), scalar), path
+
+
+def test_long_prompt_is_prefilled_in_chunks_as_transformers_reads_it(tmp_path):
+    """A generation stepped alone prefills its prompt 512 rows at a time: a
+    1100-token prompt (three chunks) then 8 greedy tokens equal transformers'
+    greedy generation over the whole prompt."""
+    from nld_cpp.convert import convert_checkpoint
+    from nld_cpp.testing.checkpoints import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "hf", max_position_embeddings=2048, original_max_position_embeddings=2048,
+                           seed=12)
+    path = convert_checkpoint(ckpt, tmp_path / "long.gguf", outtype="f32", progress=False).path
+    with nld_cpp.Model(path, n_ctx=1200, n_threads=2, **EXACT_CACHE) as model:
+        prompt = prompt_for(model.info, 1100, seed=8)
+        res = model.generate(prompt, mode="ar", max_tokens=8, ignore_eos=True)
+        mask = model.info.mask_token_id
+    assert res.tokens == greedy_generate(load_reference(ckpt), prompt, 8, mask)

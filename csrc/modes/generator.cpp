@@ -40,8 +40,12 @@ void generator::fail() {
 }
 
 void generator::step() {
+    // A prompt in chunks of kPrefillChunk rows, as the scheduler's default
+    // (llama.cpp's n_batch): a forward's activations stay bounded whatever
+    // the prompt's length, and chunks give the bits of one pass.
+    constexpr int32_t kPrefillChunk = 512;
     forward_request req;
-    while (plan(req, INT32_MAX)) {
+    while (plan(req, kPrefillChunk)) {
         float* logits = logits_buffer(req);
         forward(ctx_, req.tokens.data(), req.layout, req.rows, logits);
         if (take(logits)) return;
