@@ -183,8 +183,8 @@ def python_api_call(model: Any, prompt: str, max_tokens: int) -> Dict[str, Any]:
 def prompts_for(n: int) -> List[str]:
     from nld_cpp.models import held_out, render_prompt
 
-    items = held_out()
-    return [render_prompt(items[i % len(items)]["prompt"]) for i in range(n)]
+    items = [it for it in held_out() if len(it["turns"]) == 1]
+    return [render_prompt(items[i % len(items)]["turns"][0]["user"]) for i in range(n)]
 
 
 def measure_model(path: Path, runs: int, args: argparse.Namespace, log_dir: Path, with_modes: bool) -> Dict[str, Any]:

@@ -31,7 +31,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from nld_cpp.models import render_prompt  # the chat format the model was trained on
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "python" / "nld_cpp" / "models"
@@ -58,19 +60,17 @@ def load_held_out(path: Path, n: int) -> List[Dict[str, object]]:
     return items[:n] if n < len(items) else items
 
 
-def render_prompt(user: str, history: Sequence[Tuple[str, str]] = (), system: Optional[str] = None) -> str:
-    """The chat format the model was trained on (what its template renders)."""
-    text = f"<|im_start|>system\n{system}<|im_end|>\n" if system else ""
-    for past_user, past_answer in history:
-        text += (f"<|im_start|>user\n{past_user}<|im_end|>\n"
-                 f"<|im_start|>assistant\n<think></think>{past_answer}<|im_end|>\n")
-    return text + f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n<think></think>"
-
-
 def decode_answer(tok, tokens: List[int]) -> str:  # type: ignore[no-untyped-def]
     if EOS_ID in tokens:
         tokens = tokens[:tokens.index(EOS_ID)]
     return tok.decode(tokens, skip_special_tokens=True).strip()
+
+
+# The modes tests/test_tiny_model.py runs (defaults otherwise): the items
+# answered right in all of them (every turn) are listed in the results, to
+# choose the tests' prompts from; per model file evaluated.
+TEST_MODES = ("ar", "diffusion t=0.9", "spec (LoRA)", "spec-quadratic (LoRA)")
+RIGHT_IN_TEST_MODES: Dict[str, List[int]] = {}
 
 
 def evaluate(model_path: Path, items: List[Dict[str, object]], threads: int, max_tokens: int) -> Dict[str, object]:
@@ -84,13 +84,14 @@ def evaluate(model_path: Path, items: List[Dict[str, object]], threads: int, max
     tok = Tokenizer.from_str(model.metadata_string("tokenizer.huggingface.json"))
     rows: Dict[str, Dict[str, object]] = {}
     ar_tokens: List[List[int]] = []
+    right_everywhere = [True] * len(items)  # every turn of the item answered exactly in the four test modes
     for cfg in MODES:
         kwargs = {k: v for k, v in cfg.items() if k != "name"}
         outputs, per_task = [], {}
         n_tok = n_fwd = 0
         ratios, accepted, wall = [], [], 0.0
         emitted_drafts = 0  # accepted drafts that were emitted (before the EOS cut)
-        for it in items:
+        for index, it in enumerate(items):
             model.truncate(0)  # every item from an empty cache: each mode pays its own prefill
             history: List[Tuple[str, str]] = []
             item_tokens: List[int] = []
@@ -112,6 +113,8 @@ def evaluate(model_path: Path, items: List[Dict[str, object]], threads: int, max
                 history.append((turn["user"], answer))  # type: ignore[index]
                 task = per_task.setdefault(it["task"], [0, 0, 0, 0, 0.0])
                 task[0] += answer == turn["answer"]  # type: ignore[index]
+                if cfg["name"] in TEST_MODES and answer != turn["answer"]:
+                    right_everywhere[index] = False
                 task[1] += 1
                 task[2] += len(res.tokens)
                 task[3] += res.n_forwards
@@ -142,6 +145,7 @@ def evaluate(model_path: Path, items: List[Dict[str, object]], threads: int, max
               f"{r['tokens_per_s']:.0f} tok/s  same-as-AR {r['same_as_ar']:.3f}"
               + (f"  turns {r['multi_turn_accuracy']:.3f}" if "multi_turn_accuracy" in r else ""), flush=True)
     model.close()
+    RIGHT_IN_TEST_MODES[str(model_path)] = [i for i, ok in enumerate(right_everywhere) if ok]
     return rows
 
 
@@ -171,7 +175,6 @@ def print_task_table(rows: Dict[str, Dict[str, object]], modes: List[str]) -> No
             cells.append(f"{100 * t['accuracy']:.0f}% / {t['tpf']:.2f} / {t['tokens_per_s']:.0f}")
         print(f"| {task} | " + " | ".join(cells) + " |")
 
-
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(MODELS_DIR / "nld-tiny-q8_0.gguf"))
@@ -180,7 +183,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="weight types converted from --hf and measured besides the shipped Q8_0")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--held-out", default=str(MODELS_DIR / "held_out.json"),
-                        help="evaluation set (the shipped model's, or train/held_out_v2.json)")
+                        help="evaluation set (default: the shipped held-out set)")
     parser.add_argument("--n", type=int, default=10000, help="use the first N items")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_tiny.json"))
@@ -212,6 +215,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                   "TPF (agg) = all emitted tokens / all forwards; spec modes count the prefill as a forward, "
                   "diffusion does not (docs/generation.md)"],
         "results": results,
+        "right_in_test_modes_q8_0": RIGHT_IN_TEST_MODES.get(str(Path(args.model)), []),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

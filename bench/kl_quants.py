@@ -13,6 +13,11 @@ every position. Per type, against F32 at the same positions:
 - top-1 agreement: the share of positions whose argmax equals F32's;
 - the GGUF file size.
 
+Every weight type runs with an f32 KV cache (the weights' effect alone); then
+the shipped file with f16 and q8_0 KV caches is compared with its own f32
+cache the same way (the new rows of a forward see their K/V rounded as the
+cache gives them back, so teacher forcing measures the cache's rounding).
+
 The q8_0 conversion is also compared tensor by tensor with the shipped Q8_0
 file (names, types, bytes), which tells whether --hf is the shipped model.
 Prints a markdown table; writes JSON (default bench/results/kl_quants.json).
@@ -45,14 +50,26 @@ N_CTX = 512  # the tiny model's max_position_embeddings
 
 
 def held_out_texts(n: Optional[int] = None) -> List[str]:
-    """The first n held-out examples (all when n is None) rendered as training text."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        from train.corpus import Example, render
-    finally:
-        sys.path.remove(str(ROOT))
+    """The first n held-out conversations (all when n is None) rendered as
+    training text: the chat prompt of the last turn (with the earlier turns
+    and their answers), its answer and <|im_end|>."""
+    from nld_cpp.models import render_prompt
+
     items = json.loads((MODELS_DIR / "held_out.json").read_text(encoding="utf-8"))
-    return [render(Example(**item)) for item in (items if n is None else items[:n])]
+    texts = []
+    for item in items if n is None else items[:n]:
+        turns = [(t["user"], t["answer"]) for t in item["turns"]]
+        texts.append(render_prompt(turns[-1][0], turns[:-1], item["system"]) + turns[-1][1] + "<|im_end|>")
+    return texts
+
+
+def first_of_each_task() -> List[int]:
+    """Indices of the first held-out item of each task, in order."""
+    items = json.loads((MODELS_DIR / "held_out.json").read_text(encoding="utf-8"))
+    seen: Dict[str, int] = {}
+    for i, item in enumerate(items):
+        seen.setdefault(item["task"], i)
+    return sorted(seen.values())
 
 
 def tokenize(texts: Sequence[str], n_ctx: int = N_CTX, gguf_path: Path = SHIPPED) -> List[List[int]]:
@@ -188,6 +205,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         q8_equals_shipped = same_tensor_data(paths["q8_0"], SHIPPED)
         q4_k_m_equals_q8_0 = same_tensor_data(paths["q4_k_m"], paths["q8_0"])
     print_table(rows, n_positions)
+    # KV cache types on the shipped file: f16 and q8_0 caches against its f32 cache.
+    cache_rows: Dict[str, Dict[str, object]] = {}
+    cache_ref = teacher_forced_logits(SHIPPED, token_lists, n_threads=args.threads, cache_type="f32")
+    for cache_type in ("f16", "q8_0"):
+        logits = teacher_forced_logits(SHIPPED, token_lists, n_threads=args.threads, cache_type=cache_type)
+        cache_rows[cache_type] = compare(cache_ref, logits)
+    print(f"\nKV cache types, {SHIPPED.name}, against its f32 cache:\n")
+    print("| cache | mean KL (nats) | p99 KL (nats) | max KL (nats) | top-1 agreement |")
+    print("|---|---|---|---|---|")
+    for name, r in cache_rows.items():
+        print(f"| {name} | {r['mean_kl']:.3e} | {r['p99_kl']:.3e} | {r['max_kl']:.3e} | {100 * r['top1_agreement']:.2f}% |")
     print(f"\nq8_0 conversion of {args.hf} has the shipped file's tensors byte for byte: {q8_equals_shipped}")
     print(f"q4_k_m file has the q8_0 file's tensors byte for byte (K-quant fallback): {q4_k_m_equals_q8_0}")
     out = dict(_environment(args.threads), **{
@@ -196,8 +224,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         "n_texts": len(token_lists), "n_positions": n_positions, "n_ctx": N_CTX,
         "n_texts_at_context_limit": n_truncated,
         "notes": [
-            "reference: the F32 conversion of the HF checkpoint; KL(P_f32 || P_type) in nats, float64 log-softmax",
-            "texts: held_out.json rendered by train/corpus.py render (chat prompt + answer + <|im_end|>), "
+            "reference: the F32 conversion of the HF checkpoint; KL(P_f32 || P_type) in nats, float64 log-softmax; "
+            "every weight type with an f32 KV cache (cache_types: the shipped file with f16 and q8_0 caches)",
+            "texts: held_out.json conversations rendered as training text (chat prompt + answer + <|im_end|>), "
             "tokenized by the shipped GGUF's tokenizer without BOS; one causal forward per text, all positions",
             "p99: numpy percentile (linear interpolation) of the per-position KL",
             "Q8_0/Q4_0 weights use Q8_0-quantized activations in the CPU matmul (docs/quants.md), "
@@ -206,6 +235,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             "the tiny model's rows are 128 or 384 long, so every matrix falls back (q4_k_m_equals_q8_0)",
         ],
         "results": rows,
+        "cache_types": {"model": SHIPPED.name, "reference": "the same file with an f32 KV cache",
+                        "results": cache_rows},
     })
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -125,8 +125,7 @@ def tiny() -> Any:
 
 def _prompts(model: nld_cpp.Model) -> list[list[int]]:
     items = held_out()
-    return [model.tokenize(render_prompt(items[i]["prompt"]))
-            for i in (3, 40, 77, 120, 150, 180, 199)]
+    return [model.tokenize(render_prompt(items[i]["turns"][0]["user"])) for i in (3, 40, 77, 120, 150, 180, 199)]
 
 
 def _solo(model: nld_cpp.Model, seq: Seq) -> list[Any]:
@@ -289,3 +288,36 @@ def test_closing_the_scheduler_lets_its_generations_finish_alone(tiny):
     with pytest.raises(ValueError, match="closed"):
         sched.attach(ctx)
     ctx.close()
+
+
+def test_threads_driving_one_scheduler_get_their_solo_answers(tiny):
+    """Four threads, each generating on its own attached context: whichever
+    needs a step runs the batched forward; each gets its solo tokens."""
+    import threading
+
+    prompts = _prompts(tiny)
+    seqs = [Seq(prompts[i], dict(mode=mode, max_tokens=40, ignore_eos=True))
+            for i, mode in enumerate(["ar", "diffusion", "spec", "spec-quadratic"])]
+    got: list[Any] = [None] * len(seqs)
+    with Scheduler(tiny, n_threads=2) as sched:
+        contexts = [tiny.new_context(n_ctx=256, n_threads=2) for _ in seqs]
+        for c in contexts:
+            sched.attach(c)
+        start = threading.Barrier(len(seqs))
+
+        def run(i: int) -> None:
+            start.wait(timeout=30)
+            got[i] = list(contexts[i].generate_steps(seqs[i].prompt, **seqs[i].kwargs))
+
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(seqs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads)
+        stats = sched.stats()
+        for c in contexts:
+            c.close()
+    for i, s in enumerate(seqs):
+        assert got[i] == _solo(tiny, s), f"thread {i}"
+    assert stats["n_batched_forwards"] > 0

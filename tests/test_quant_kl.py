@@ -125,7 +125,7 @@ def variants(reference_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def token_lists() -> List[List[int]]:
     texts = bench.held_out_texts()
-    return bench.tokenize(texts[::len(texts) // 8])  # held_out.json: 8 tasks of 25 examples, in order
+    return bench.tokenize([texts[i] for i in bench.first_of_each_task()])  # one conversation per task
 
 
 @pytest.fixture(scope="module")

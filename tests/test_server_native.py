@@ -149,12 +149,13 @@ def test_health_props_slots(server, local):
 def test_a_second_turn_returns_to_its_slot(server, local):
     """A follow-up turn takes the slot whose cache holds its history."""
     first = [{"role": "user", "content": "Copy: q w e r t y"}]
-    status, a = server.json("POST", "/v1/chat/completions", {"messages": first, "max_tokens": 16, "temperature": 0})
-    slot_first = max(server.json("GET", "/slots")[1], key=lambda s: s["n_cached"])  # the longest cache is ours
-    follow = first + [a["choices"][0]["message"], {"role": "user", "content": "Copy: q w e"}]
+    status, a = server.json("POST", "/completion", {"prompt": local.apply_chat_template(first), "n_predict": 16,
+                                                    "temperature": 0})
+    assert status == 200
+    follow = first + [{"role": "assistant", "content": a["content"].strip()}, {"role": "user", "content": "Copy: q w e"}]
     status, b = server.json("POST", "/completion", {"prompt": local.apply_chat_template(follow), "n_predict": 8,
                                                     "temperature": 0})
-    assert status == 200 and b["id_slot"] == slot_first["id"]
+    assert status == 200 and b["id_slot"] == a["id_slot"]
     assert b["timings"]["cache_n"] > len(local.tokenize(local.apply_chat_template(first)))
 
 

@@ -105,10 +105,10 @@ def test_held_out_disjoint_from_training():
 
 def test_second_corpus_held_out_is_disjoint_and_committed():
     """The second corpus's evaluation set (single turns and 3-turn chats) is
-    the committed train/held_out_v2.json, and no training example shares a
+    the shipped python/nld_cpp/models/held_out.json, and no training example shares a
     user turn with it."""
     held = corpus_v2.held_out()
-    assert json.loads((ROOT / "train" / "held_out_v2.json").read_text()) == corpus_v2.held_out_json(held)
+    assert json.loads((ROOT / "python" / "nld_cpp" / "models" / "held_out.json").read_text()) == corpus_v2.held_out_json(held)
     singles = [e for e in held if len(e.turns) == 1]
     assert len(singles) >= 300 and sum(len(e.turns) == 3 for e in held) == corpus_v2.HELD_OUT_CHATS
     prompts = corpus_v2.held_out_prompts()

@@ -1,10 +1,10 @@
 """`nld-demo` / `python -m nld_cpp.demo`: the embedded default model (the
 tiny tri-mode NLD model that ships in the package, no download) answers a few
 held-out prompts in every generation mode, with each mode's tokens per
-forward and speed. The model is small and was trained on a toy corpus
-(train/README.md): it repeats, reverses, counts and looks up keys, often
-wrongly, and has barely learned arithmetic; the point is the modes, not the
-answers."""
+forward and speed, and a three-turn chat answered turn by turn. The model is
+small and was trained on a toy corpus (train/README.md): it fills templates,
+repeats and reverses, often wrongly, and has barely learned arithmetic or
+sorting; the point is the modes, not the answers."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 MODES = [("ar", {}), ("diffusion", {"threshold": 0.9}), ("spec", {}), ("spec-quadratic", {})]
-# Held-out prompts shown by default: the first of each task (python/nld_cpp/models/held_out.json),
-# for the four tasks the model has learned best (train/README.md) and one it has not.
-DEFAULT_TASKS = ("repeat", "reverse", "count", "lookup", "add")
+# Held-out conversations shown by default (python/nld_cpp/models/held_out.json):
+# the first of each of these tasks, then the first three-turn chat.
+DEFAULT_TASKS = ("fill", "repeat", "reverse", "copy", "lookup", "chat")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,20 +41,25 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [next(it for it in items if it["task"] == task) for task in DEFAULT_TASKS]
         totals = {mode: [0, 0, 0.0] for mode, _ in MODES}
         for item in chosen:
-            print(f"\nuser: {item['prompt']}    (expected: {item['answer']})")
-            prompt = tok.encode(render_prompt(item["prompt"]))
-            for mode, kwargs in MODES:
-                model.truncate(0)
-                t0 = time.perf_counter()
-                res = model.generate(prompt, mode=mode, max_tokens=args.max_tokens, temperature=0.0, **kwargs)
-                dt = time.perf_counter() - t0
-                answer = tok.decode(res.tokens).strip()
-                mark = "ok" if answer == item["answer"] else "wrong"
-                print(f"  {mode:15s} {answer!r:40s} {mark:5s} {len(res.tokens):3d} tokens / "
-                      f"{res.n_forwards:3d} forwards = {res.tokens_per_forward:.2f} per forward")
-                totals[mode][0] += len(res.tokens)
-                totals[mode][1] += res.n_forwards
-                totals[mode][2] += dt
+            if item["system"]:
+                print(f"\nsystem: {item['system']}")
+            histories: dict = {mode: [] for mode, _ in MODES}  # each mode's own earlier answers
+            for turn in item["turns"]:
+                print(f"\nuser: {turn['user']}    (expected: {turn['answer']})")
+                for mode, kwargs in MODES:
+                    prompt = tok.encode(render_prompt(turn["user"], histories[mode], item["system"]))
+                    model.truncate(0)
+                    t0 = time.perf_counter()
+                    res = model.generate(prompt, mode=mode, max_tokens=args.max_tokens, temperature=0.0, **kwargs)
+                    dt = time.perf_counter() - t0
+                    answer = tok.decode(res.tokens, skip_special_tokens=True).strip()
+                    histories[mode].append((turn["user"], answer))
+                    mark = "ok" if answer == turn["answer"] else "wrong"
+                    print(f"  {mode:15s} {answer!r:40s} {mark:5s} {len(res.tokens):3d} tokens / "
+                          f"{res.n_forwards:3d} forwards = {res.tokens_per_forward:.2f} per forward")
+                    totals[mode][0] += len(res.tokens)
+                    totals[mode][1] += res.n_forwards
+                    totals[mode][2] += dt
         print("\nall prompts:")
         for mode, (n_tok, n_fwd, dt) in totals.items():
             print(f"  {mode:15s} {n_tok / n_fwd:.2f} tokens per forward, {n_tok / dt:.0f} tokens/s")
