@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 
@@ -35,10 +35,8 @@ TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # GGML ids, as both take them
 BLOCK = 32
 
 
-class Ours:
-    name = "nld_cpp"
-
-    def __init__(self, path: Path, threads: int, n_ctx: int, cache_type: str):
+class Ours(peer.Ours):  # its step, block and close; a cache of the given type
+    def __init__(self, path: Path, threads: int, n_ctx: int, cache_type: str):  # noqa: D107
         import nld_cpp
 
         self.m = nld_cpp.Model(path, n_ctx=n_ctx, n_threads=threads, lora_path="", cache_type_k=cache_type,
@@ -47,17 +45,6 @@ class Ours:
     def fill(self, tokens: List[int]) -> None:
         for i in range(0, len(tokens), 512):
             self.m.forward(tokens[i:i + 512], kind="causal", logits="none")
-
-    def step(self, tokens: List[int]) -> None:
-        n = self.m.n_cached
-        self.m.forward(tokens, kind="causal", logits="last")
-        self.m.truncate(n)
-
-    def block(self, tokens: List[int]) -> None:
-        self.m.forward(tokens, kind="bidirectional", logits="all")
-
-    def close(self) -> None:
-        self.m.close()
 
 
 class Llama(peer.Llama):
@@ -114,12 +101,6 @@ def model_file(folder: Path, layers: int) -> Path:
     return path
 
 
-def timed(fn: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def measure(path: Path, length: int, cache_type: str, args: argparse.Namespace, rng: np.random.Generator) -> dict:
     def tokens(n: int) -> List[int]:
         return [int(t) for t in rng.integers(peer.FIRST_ORDINARY_TOKEN, peer.MAX_TOKEN, n)]
@@ -132,7 +113,7 @@ def measure(path: Path, length: int, cache_type: str, args: argparse.Namespace, 
         for cls in (Ours, Llama):
             impl = cls(path, args.threads, n_ctx, cache_type)
             impls.append(impl)
-            t = timed(lambda: impl.fill(cached))
+            t = peer.timed(lambda: impl.fill(cached))
             samples[impl.name] = {"fill": [t], "one": [], "block": []}
             print(f"  {impl.name}: {length} tokens filled in {t:.1f} s", flush=True)
         for run in range(args.runs):
@@ -140,7 +121,7 @@ def measure(path: Path, length: int, cache_type: str, args: argparse.Namespace, 
             for key, call in (("one", lambda i: i.step(tok)), ("block", lambda i: i.block(blk))):
                 for impl in (impls if run % 2 == 0 else impls[::-1]):
                     time.sleep(args.gap)
-                    samples[impl.name][key].append(timed(lambda: call(impl)))
+                    samples[impl.name][key].append(peer.timed(lambda: call(impl)))
     finally:
         for impl in impls:
             impl.close()
@@ -150,10 +131,6 @@ def measure(path: Path, length: int, cache_type: str, args: argparse.Namespace, 
     out["paired"] = {"decode_speedup": peer.summary([b / a for a, b in zip(ours["one"], theirs["one"])]),
                      "block_time": peer.summary([a / b for a, b in zip(ours["block"], theirs["block"])])}
     return out
-
-
-def fmt(s: Dict[str, float], digits: int = 2) -> str:
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
 def table(results: dict, args: argparse.Namespace) -> str:
@@ -166,9 +143,10 @@ def table(results: dict, args: argparse.Namespace) -> str:
             r = results[f"{t}/{n}"]
             ours, theirs, p = r[Ours.name], r[Llama.name], r["paired"]
             growth = ours["block_s"]["median"] / base[Ours.name]["block_s"]["median"] if base else float("nan")
-            rows.append(f"| {t} | {n} | {fmt(ours['decode_tok_s'])} | {fmt(theirs['decode_tok_s'])} | "
-                        f"**{fmt(p['decode_speedup'])}x** | {fmt(ours['block_s'], 3)} | {fmt(theirs['block_s'], 3)} | "
-                        f"{fmt(p['block_time'])}x | {growth:.2f} |")
+            rows.append(f"| {t} | {n} | {peer.fmt(ours['decode_tok_s'])} | {peer.fmt(theirs['decode_tok_s'])} | "
+                        f"**{peer.fmt(p['decode_speedup'])}x** | {peer.fmt(ours['block_s'], 3)} | "
+                        f"{peer.fmt(theirs['block_s'], 3)} | "
+                        f"{peer.fmt(p['block_time'])}x | {growth:.2f} |")
     return "\n".join(rows)
 
 
