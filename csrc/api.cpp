@@ -94,15 +94,17 @@ void check_tokens(const nld::model& m, const int32_t* tokens, int32_t n, const c
 nld::gen_mode resolve_mode(int32_t mode, const nld::hparams& hp) {
     switch (mode) {
     case NLD_MODE_AR: return nld::gen_mode::ar;
-    case NLD_MODE_DIFFUSION: case NLD_MODE_SPEC: case NLD_MODE_SPEC_QUADRATIC:
+    case NLD_MODE_DIFFUSION: case NLD_MODE_SPEC: case NLD_MODE_SPEC_QUADRATIC: case NLD_MODE_AUTO:
         if (!hp.has_diffusion)
             nld::fail_unsupported("this model has no diffusion keys (tokenizer.ggml.mask_token_id, "
                                   "diffusion.block_size): only AR generation is available");
         return mode == NLD_MODE_DIFFUSION ? nld::gen_mode::diffusion
                : mode == NLD_MODE_SPEC    ? nld::gen_mode::spec_linear
+               : mode == NLD_MODE_AUTO    ? nld::gen_mode::automatic
                                           : nld::gen_mode::spec_quadratic;
     }
-    nld::fail_argument("unknown mode " + std::to_string(mode) + " (0 ar, 1 diffusion, 2 spec, 3 spec-quadratic)");
+    nld::fail_argument("unknown mode " + std::to_string(mode) +
+                       " (0 ar, 1 diffusion, 2 spec, 3 spec-quadratic, 4 auto)");
 }
 
 // Bytes of a row of n_per_row elements of `type`, after checking both.
@@ -395,6 +397,59 @@ nld_status nld_context_truncate(nld_context* ctx, int32_t n_keep) {
     });
 }
 
+nld_status nld_context_calibrate(nld_context* ctx, double max_seconds) {
+    NLD_REQUIRE(ctx != nullptr, "nld_context_calibrate: ctx is NULL");
+    NLD_REQUIRE(max_seconds > 0.0 && max_seconds <= 3600.0,
+                "nld_context_calibrate: max_seconds must be in (0, 3600], got " + std::to_string(max_seconds));
+    return guarded("nld_context_calibrate", [&] {
+        nld::calibrate(*ctx->impl, max_seconds);
+        return NLD_OK;
+    });
+}
+
+nld_status nld_context_get_costs(const nld_context* ctx, nld_costs* out) {
+    NLD_REQUIRE(ctx != nullptr && out != nullptr, "nld_context_get_costs: NULL argument");
+    const nld::cost_model& c = ctx->impl->costs;
+    std::memset(out, 0, sizeof *out);
+    for (int i = 0; i < NLD_COST_SIZES; ++i) {
+        out->rows[i] = nld::cost_model::kRows[(size_t)i];
+        out->causal_s[i] = c.causal[(size_t)i];
+        out->draft_s[i] = c.draft[(size_t)i];
+    }
+    out->step_overhead_s = c.step_overhead;
+    out->adapt = c.adapt ? 1 : 0;
+    out->measured = c.measured ? 1 : 0;
+    return NLD_OK;
+}
+
+nld_status nld_context_set_costs(nld_context* ctx, const nld_costs* costs) {
+    NLD_REQUIRE(ctx != nullptr && costs != nullptr, "nld_context_set_costs: NULL argument");
+    for (int i = 0; i < NLD_COST_SIZES; ++i) {
+        NLD_REQUIRE(std::isfinite(costs->causal_s[i]) && costs->causal_s[i] > 0.0,
+                    "nld_context_set_costs: causal_s[" + std::to_string(i) + "] must be > 0 and finite");
+        NLD_REQUIRE(i == 0 || (std::isfinite(costs->draft_s[i]) && costs->draft_s[i] > 0.0),
+                    "nld_context_set_costs: draft_s[" + std::to_string(i) + "] must be > 0 and finite");
+    }
+    NLD_REQUIRE(std::isfinite(costs->step_overhead_s) && costs->step_overhead_s >= 0.0,
+                "nld_context_set_costs: step_overhead_s must be >= 0 and finite");
+    NLD_REQUIRE(costs->adapt == 0 || costs->adapt == 1, "nld_context_set_costs: adapt must be 0 or 1");
+    nld::cost_model& c = ctx->impl->costs;
+    for (int i = 0; i < NLD_COST_SIZES; ++i) {
+        c.causal[(size_t)i] = costs->causal_s[i];
+        c.draft[(size_t)i] = i == 0 ? costs->causal_s[0] : costs->draft_s[i];
+    }
+    c.step_overhead = costs->step_overhead_s;
+    c.adapt = costs->adapt == 1;
+    c.measured = true;
+    return NLD_OK;
+}
+
+nld_status nld_context_reset_acceptance(nld_context* ctx) {
+    NLD_REQUIRE(ctx != nullptr, "nld_context_reset_acceptance: ctx is NULL");
+    ctx->impl->acceptance = nld::draft_acceptance{};
+    return NLD_OK;
+}
+
 namespace {
 
 // Checks one forward's arguments (fn and what name the call and the part in
@@ -491,6 +546,7 @@ nld_generate_params nld_generate_default_params(void) {
     p.think_end_token = -1;
     p.use_lora = 1;
     p.ignore_eos = 0;
+    p.adaptive_block = 0;
     return p;
 }
 
@@ -520,6 +576,14 @@ nld_status nld_generator_create(nld_context* ctx, const int32_t* prompt, int32_t
         g.threshold = p.threshold >= 0.0f ? p.threshold : (g.mode == nld::gen_mode::diffusion ? 0.9f : 0.0f);
         if (g.mode == nld::gen_mode::spec_quadratic && g.threshold > 0.0f)
             nld::fail_argument("spec-quadratic drafts in one pass: threshold must be 0");
+        if (p.adaptive_block != 0 && p.adaptive_block != 1)
+            nld::fail_argument("adaptive_block must be 0 or 1, got " + std::to_string(p.adaptive_block));
+        if (p.adaptive_block && g.mode != nld::gen_mode::spec_linear)
+            nld::fail_argument("adaptive_block applies to mode spec (auto always adapts)");
+        g.adaptive_block = p.adaptive_block == 1;
+        if ((g.adaptive_block || g.mode == nld::gen_mode::automatic) && g.threshold > 0.0f)
+            nld::fail_argument(std::string(g.adaptive_block ? "adaptive spec" : "auto") +
+                               " drafts in one pass: threshold must be 0");
         if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature))
             nld::fail_argument("temperature must be >= 0, got " + std::to_string(p.temperature));
         if (p.top_k < 0) nld::fail_argument("top_k must be >= 0, got " + std::to_string(p.top_k));
@@ -560,6 +624,8 @@ void fill_step(const nld::generator& g, nld_step* out) {
     out->n_rounds = (int32_t)g.accepted.size();
     out->last_accepted = g.accepted_this_step ? g.accepted.back() : -1;
     for (int32_t m : g.accepted) out->n_accepted += m;
+    out->last_block_length = g.last_round_k;
+    out->n_ar_steps = g.n_ar_steps;
 }
 
 }  // namespace

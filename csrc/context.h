@@ -9,6 +9,7 @@
 #include "backend/cpu/threadpool.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "modes/costs.h"
 
 namespace nld {
 
@@ -76,6 +77,8 @@ struct context {
     threadpool pool;
     std::vector<int32_t> tokens;  // the committed tokens, one per cached position
     forward_scratch scratch;
+    cost_model costs;             // what its forwards cost (mode auto)
+    draft_acceptance acceptance;  // what its speculation drafts earned so far
 };
 
 // One sequence's share of a forward: its context, new tokens, their layout

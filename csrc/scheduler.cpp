@@ -2,6 +2,7 @@
 #include "scheduler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <new>
 #include <numeric>
@@ -88,6 +89,7 @@ const std::vector<scheduled_result>& scheduler::step() {
     for (size_t i : order) {
         entry& e = seqs_[i];
         if (!e.planned && e.gen->awaiting_prefill()) continue;
+        if (!e.planned) e.gen->batch_rows_hint_ = (int32_t)(params_.max_rows - budget);  // auto prices rows at the margin
         if (!plan_entry(e, params_.max_prefill_rows)) continue;
         const int64_t rows = (int64_t)e.req.tokens.size();
         if (rows <= budget || batch.empty()) {
@@ -110,7 +112,11 @@ const std::vector<scheduled_result>& scheduler::step() {
     if (!batch.empty()) {
         std::vector<forward_part> parts;
         int64_t rows = 0;
+        bool any_prefill = false, all_draft = true;
         for (size_t i : batch) {
+            const gen_phase ph = seqs_[i].gen->phase_;
+            any_prefill |= seqs_[i].gen->planned_prefill();
+            all_draft &= ph == gen_phase::draft || ph == gen_phase::first_draft;
             entry& e = seqs_[i];
             parts.push_back(forward_part{&e.gen->ctx_, e.req.tokens.data(), &e.req.layout, e.req.rows,
                                          e.gen->logits_buffer(e.req)});
@@ -120,7 +126,13 @@ const std::vector<scheduled_result>& scheduler::step() {
         bool ran = true;
         for (size_t i : batch) seqs_[i].planned = false;
         try {
+            const auto t0 = std::chrono::steady_clock::now();
             forward_batch(pool_, scratch_, parts.data(), (int32_t)parts.size());
+            const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            // The whole forward's time at its total rows, for each sequence's
+            // cost model (a mixed batch counts as causal rows).
+            if (!any_prefill)
+                for (size_t i : batch) seqs_[i].gen->ctx_.costs.observe(all_draft, (int32_t)rows, dt);
         } catch (...) {  // every sequence of the forward fails with its error
             ran = false;
             const std::exception_ptr ep = std::current_exception();

@@ -55,3 +55,13 @@ def gguf_file(checkpoint: Callable[..., Path], tmp_path_factory: pytest.TempPath
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    """The mode tests' shared checkpoints, prompts and models (tests/mode_world.py)."""
+    from mode_world import World
+
+    w = World(tmp_path_factory)
+    yield w
+    w.close()

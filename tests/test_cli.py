@@ -53,10 +53,10 @@ def test_run_default_model_answers():
     assert res.stdout.strip() and "tokens/forward" in res.stderr
 
 
-@pytest.mark.parametrize("mode", ["ar", "diffusion", "spec", "spec-quadratic"])
+@pytest.mark.parametrize("mode", ["ar", "diffusion", "spec", "spec-quadratic", "auto", "spec --block-length auto"])
 def test_run_modes_agree_at_temperature_0(talker, mode):
-    """Greedy AR and the two speculation modes print the same answer (docs/generation.md)."""
-    res = run("run", "-m", str(talker), "-p", "hi", "-n", "20", "--mode", mode)
+    """Greedy AR, the two speculation modes and auto print the same answer (docs/generation.md)."""
+    res = run("run", "-m", str(talker), "-p", "hi", "-n", "20", "--mode", *mode.split())
     assert res.returncode == 0, res.stderr
     if mode != "diffusion":
         ar = run("run", "-m", str(talker), "-p", "hi", "-n", "20", "--mode", "ar")

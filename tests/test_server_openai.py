@@ -111,14 +111,24 @@ def test_token_id_prompt_equals_text_prompt(client, local):
     assert by_ids.choices[0].text == by_text.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
 
 
-@pytest.mark.parametrize("mode", ["spec", "spec-quadratic"])
-def test_speculation_equals_ar_over_http(client, mode):
+@pytest.mark.parametrize("mode,block", [("spec", 8), ("spec-quadratic", 8), ("auto", 8), ("auto", "auto"),
+                                        ("spec", "auto")])
+def test_speculation_equals_ar_over_http(client, mode, block):
     for messages in CHATS:
         ar = client.chat.completions.create(model="x", messages=messages, max_tokens=32, temperature=0)
         sp = client.chat.completions.create(model="x", messages=messages, max_tokens=32, temperature=0,
-                                            extra_body={"mode": mode, "block_length": 8})
+                                            extra_body={"mode": mode, "block_length": block})
         assert sp.choices[0].message.content == ar.choices[0].message.content
-        assert sp.model_extra["nld"]["mode"] == mode
+        nld = sp.model_extra["nld"]
+        assert nld["mode"] == mode
+        longest = 8 if block == 8 else 16  # the embedded model's block length
+        assert all(2 <= k <= longest for k in nld["draft_lengths"]), nld["draft_lengths"]
+
+
+def test_auto_block_length_with_a_fixed_mode_is_refused(client):
+    with pytest.raises(openai.BadRequestError, match="block_length"):
+        client.chat.completions.create(model="x", messages=CHATS[0], max_tokens=8,
+                                       extra_body={"mode": "diffusion", "block_length": "auto"})
 
 
 def test_max_completion_tokens_stop_and_seed(client, local):

@@ -186,6 +186,19 @@ def test_page_streams_diffusion_canvas_then_ar(driver: Any, server: Any,
     assert body["mode"] == "ar" and "canvas" not in body
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
 
+    # Auto with the draft length chosen per round: the request says so, the
+    # statistics say what was chosen.
+    _set(driver, "block-length", "auto")
+    _ask(driver, "auto", PROMPT, 32)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.busy") == "0", "the auto answer")
+    answer = _last_answer(driver)
+    assert answer.find_element("css selector", ".text").text.strip(), "empty auto answer"
+    stats = answer.find_element("css selector", ".stats").text
+    assert "auto" in stats and "AR steps +" in stats and "rounds" in stats, stats
+    body = json.loads(driver.execute_script("return window.__requests")[-1]["body"])
+    assert body["mode"] == "auto" and body["block_length"] == "auto"
+    _set(driver, "block-length", "")
+
     # A request the server refuses (400): its message shows, the page stays usable.
     _set(driver, "threshold", "5")
     _ask(driver, "diffusion", "hi", 16)

@@ -76,7 +76,10 @@ typedef enum nld_mode {
     NLD_MODE_AR = 0,
     NLD_MODE_DIFFUSION = 1,      /* block diffusion with confidence commit */
     NLD_MODE_SPEC = 2,           /* linear self-speculation */
-    NLD_MODE_SPEC_QUADRATIC = 3  /* quadratic self-speculation */
+    NLD_MODE_SPEC_QUADRATIC = 3, /* quadratic self-speculation */
+    NLD_MODE_AUTO = 4            /* per step, an AR step or a linear speculation
+                                    round of the draft length the context's cost
+                                    model says is fastest; exact as AR */
 } nld_mode;
 
 typedef enum nld_finish {
@@ -110,7 +113,8 @@ typedef struct nld_forward_params {
 typedef struct nld_generate_params {
     int32_t mode;            /* nld_mode */
     int32_t max_new_tokens;  /* >= 1 */
-    int32_t block_length;    /* block modes; 0: the model's diffusion.block_size */
+    int32_t block_length;    /* block modes; 0: the model's diffusion.block_size.
+                                Auto and adaptive spec: the longest draft length */
     float threshold;         /* confidence threshold in [0, 1]; < 0: the mode's
                                 default (diffusion 0.9, speculation 0). Diffusion
                                 with 0: the fixed schedule. */
@@ -125,6 +129,8 @@ typedef struct nld_generate_params {
     int32_t think_end_token;     /* the </think> id; < 0: none */
     int32_t use_lora;        /* speculation drafts use the drafter LoRA when loaded */
     int32_t ignore_eos;      /* 1: the model's EOS does not stop (stop_tokens still do) */
+    int32_t adaptive_block;  /* spec: 1 chooses the draft length per round in
+                                [2, block_length] by the cost model (threshold 0) */
 } nld_generate_params;
 
 /* What one step did, and the running counters. */
@@ -141,6 +147,8 @@ typedef struct nld_step {
     int32_t n_rounds;        /* speculation rounds so far */
     int32_t last_accepted;   /* drafts accepted in this step's round; -1 if none */
     int64_t n_accepted;      /* drafts accepted over all rounds */
+    int32_t last_block_length; /* draft length of this step's linear round; 0 if none */
+    int64_t n_ar_steps;      /* auto: steps so far that were AR steps */
 } nld_step;
 
 /* Hyper-parameters and metadata read from the GGUF (copied out). */
@@ -203,6 +211,29 @@ NLD_API int32_t nld_context_n_cached(const nld_context* ctx);
 NLD_API int64_t nld_context_cache_bytes(const nld_context* ctx);
 /* Drop cached tokens from position n_keep on (0 <= n_keep <= n_cached). */
 NLD_API nld_status nld_context_truncate(nld_context* ctx, int32_t n_keep);
+
+/* The cost model of mode auto and adaptive spec (docs/generation.md
+ * "Auto"): seconds of a forward at NLD_COST_SIZES row counts (1, 2, 4, 8,
+ * 16, 32), causal (AR step, verify) and draft (bidirectional, drafter LoRA),
+ * and of a step outside its forwards. A new context holds a guess; with
+ * adapt set, every forward a generation runs corrects it. */
+#define NLD_COST_SIZES 6
+typedef struct nld_costs {
+    int32_t rows[NLD_COST_SIZES]; /* the row counts (filled by get; ignored by set) */
+    double causal_s[NLD_COST_SIZES];
+    double draft_s[NLD_COST_SIZES];  /* [0] (1 row) is never used */
+    double step_overhead_s;
+    int32_t adapt;     /* 1: real forwards correct the costs; 0: they stay as set */
+    int32_t measured;  /* get: 1 once calibrated or set */
+} nld_costs;
+/* Times forwards over the context's cache within about max_seconds (> 0)
+ * and installs the result (adapting); the cache is left as it was. */
+NLD_API nld_status nld_context_calibrate(nld_context* ctx, double max_seconds);
+NLD_API nld_status nld_context_get_costs(const nld_context* ctx, nld_costs* out_costs);
+/* Installs costs: every entry > 0 and finite, overhead >= 0. */
+NLD_API nld_status nld_context_set_costs(nld_context* ctx, const nld_costs* costs);
+/* Forgets what earlier generations' drafts earned (the prior of the next). */
+NLD_API nld_status nld_context_reset_acceptance(nld_context* ctx);
 
 /* One forward over n_tokens new tokens at positions n_cached .. n_cached+n-1.
  * logits_out receives rows x n_vocab floats (rows per params->logits);

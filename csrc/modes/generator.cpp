@@ -3,6 +3,7 @@
 #include "modes/generator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <numeric>
 
@@ -22,9 +23,25 @@ bool plan_spec_linear(generator&, forward_request&);
 bool take_spec_linear(generator&, const float*);
 bool plan_spec_quadratic(generator&, forward_request&);
 bool take_spec_quadratic(generator&, const float*);
+bool plan_auto(generator&, forward_request&);
+bool take_auto(generator&, const float*);
+
+namespace {
+
+double now_s() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 generator::generator(context& ctx, std::vector<int32_t> prompt, const generate_params& params)
-    : ctx_(ctx), prompt_(std::move(prompt)), params_(params), sampler_(params.sampling, ctx.mdl.hp.n_vocab) {}
+    : ctx_(ctx), prompt_(std::move(prompt)), params_(params), sampler_(params.sampling, ctx.mdl.hp.n_vocab) {
+    // What earlier generations on this context saw of drafts is a prior
+    // worth a few rounds; this generation's rounds soon outweigh it.
+    constexpr double kPriorTrials = 8.0;
+    ctx_.acceptance.cap(kPriorTrials);
+}
 
 void generator::fail() {
     set_finish(finish_reason::cancelled);
@@ -43,19 +60,35 @@ void generator::step() {
     // A prompt in chunks of kPrefillChunk rows, as the scheduler's default
     // (llama.cpp's n_batch): a forward's activations stay bounded whatever
     // the prompt's length, and chunks give the bits of one pass.
+    // Each forward past the prompt corrects the context's cost model, and
+    // so does the time the step and its caller spend outside forwards.
     constexpr int32_t kPrefillChunk = 512;
+    const double begin = now_s();
+    double in_forwards = 0.0;
+    bool prefilled = false;
     forward_request req;
     while (plan(req, kPrefillChunk)) {
+        const bool is_prefill = planned_prefill();
+        const bool is_draft = phase_ == gen_phase::draft || phase_ == gen_phase::first_draft;
         float* logits = logits_buffer(req);
+        const double t0 = now_s();
         forward(ctx_, req.tokens.data(), req.layout, req.rows, logits);
-        if (take(logits)) return;
+        const double dt = now_s() - t0;
+        in_forwards += dt;
+        prefilled |= is_prefill;
+        if (!is_prefill) ctx_.costs.observe(is_draft, (int32_t)req.tokens.size(), dt);
+        if (take(logits)) break;
     }
+    const double end = now_s();
+    if (!prefilled && last_step_end_ >= 0.0) ctx_.costs.observe_overhead((begin - last_step_end_) + (end - begin - in_forwards));
+    last_step_end_ = end;
 }
 
 bool generator::plan(forward_request& req, int32_t max_prefill_rows) {
     if (!in_step_) {  // a new step begins
         new_tokens.clear();
         accepted_this_step = false;
+        last_round_k = 0;
         rounds_before_ = accepted.size();
         in_step_ = true;
         if (!finished() && cancel_requested()) set_finish(finish_reason::cancelled);
@@ -72,6 +105,7 @@ bool generator::plan(forward_request& req, int32_t max_prefill_rows) {
             case gen_mode::diffusion: needed = plan_diffusion(*this, req); break;
             case gen_mode::spec_linear: needed = plan_spec_linear(*this, req); break;
             case gen_mode::spec_quadratic: needed = plan_spec_quadratic(*this, req); break;
+            case gen_mode::automatic: needed = plan_auto(*this, req); break;
             }
         }
     }
@@ -95,6 +129,7 @@ bool generator::take(const float* logits) {
         case gen_mode::diffusion: done = take_diffusion(*this, logits); break;
         case gen_mode::spec_linear: done = take_spec_linear(*this, logits); break;
         case gen_mode::spec_quadratic: done = take_spec_quadratic(*this, logits); break;
+        case gen_mode::automatic: done = take_auto(*this, logits); break;
         }
     }
     if (done) {

@@ -19,7 +19,9 @@
 
 namespace nld {
 
-enum class gen_mode { ar, diffusion, spec_linear, spec_quadratic };
+// automatic: an AR step or a linear speculation round, whichever the cost
+// model and the drafts' acceptance say is faster (auto.cpp).
+enum class gen_mode { ar, diffusion, spec_linear, spec_quadratic, automatic };
 // Where a generation is between forwards.
 enum class gen_phase { start, prefill, decode, denoise, commit, draft, verify, first_draft, round };
 
@@ -41,6 +43,7 @@ struct generate_params {
     int32_t max_thinking_tokens = -1;  // < 0: no thinking budget
     int32_t think_end_token = -1;
     bool use_lora = true;            // drafts use the drafter LoRA when loaded
+    bool adaptive_block = false;     // spec_linear: the draft length chosen per round in [2, block_length]
 };
 
 class generator {
@@ -81,6 +84,8 @@ public:
     std::vector<int32_t> accepted;    // speculation: accepted drafts per round
     bool accepted_this_step = false;  // the last step ran a speculation round
     int64_t n_forwards = 0;
+    int64_t n_ar_steps = 0;           // auto: steps that were AR steps (the prefill's token not counted)
+    int32_t last_round_k = 0;         // draft length of the last step's linear round; 0: none
 
     // -- for the mode drivers --------------------------------------------
     // Plans the next chunk of the causal prefill of the prompt, reusing the
@@ -128,6 +133,15 @@ public:
     std::vector<int32_t> block_;    // diffusion: the block being denoised; linear: the draft; quadratic: the next draft
     int32_t block_pass_ = 0;        // diffusion: denoise passes in this block
     int32_t block_emitted_ = 0;     // diffusion: block indices already emitted
+    int32_t round_k_ = 0;           // linear: the draft length of the round in progress
+    int32_t ar_run_ = 0;            // auto: AR steps since the last round
+    int32_t probe_interval_ = 32;   // auto: AR steps in a row before a probe round
+    int32_t batch_rows_hint_ = 0;   // rows of the scheduler's forward planned before this one
+    double last_step_end_ = -1.0;   // steady-clock seconds at the end of the last step
 };
+
+// The draft length of the next linear round by the cost model (auto.cpp);
+// 0: an AR step (only when allow_ar).
+int32_t choose_draft_length(generator& g, bool allow_ar);
 
 }  // namespace nld

@@ -51,16 +51,19 @@ void accept_and_emit(generator& g, const std::vector<int32_t>& block, const floa
 // A round: draft passes on [seed, M x (B-1)] (no cache write; threshold 0
 // fills every mask at once), then one causal verify pass.
 bool plan_spec_linear(generator& g, forward_request& req) {
-    const int32_t B = g.params_.block_length, C = g.ctx_.cache.n_cached();
+    const int32_t C = g.ctx_.cache.n_cached();
     if (g.phase_ != gen_phase::draft && g.phase_ != gen_phase::verify) {  // a new round
-        if (!g.block_fits()) {
+        if (g.params_.mode == gen_mode::spec_linear)  // auto chose round_k_ already
+            g.round_k_ = g.params_.adaptive_block ? choose_draft_length(g, false) : g.params_.block_length;
+        if (g.round_k_ < 2 || C + g.round_k_ > g.ctx_.cache.capacity()) {
             g.set_finish(finish_reason::context);
             return false;
         }
-        g.block_.assign((size_t)B, g.mask_id());
+        g.block_.assign((size_t)g.round_k_, g.mask_id());
         g.block_[0] = g.seed_;
         g.phase_ = gen_phase::draft;
     }
+    const int32_t B = g.round_k_;
     if (g.phase_ == gen_phase::draft && std::find(g.block_.begin(), g.block_.end(), g.mask_id()) == g.block_.end())
         g.phase_ = gen_phase::verify;
     if (g.phase_ == gen_phase::draft) {
@@ -89,6 +92,8 @@ bool take_spec_linear(generator& g, const float* logits) {
         return false;  // more drafts or the verify pass, in the same step
     }
     accept_and_emit(g, g.block_, logits, g.planned_cached_);
+    g.last_round_k = g.round_k_;
+    g.ctx_.acceptance.record(g.round_k_, g.accepted.back());
     g.phase_ = gen_phase::round;
     return true;
 }
@@ -158,6 +163,7 @@ bool take_spec_quadratic(generator& g, const float* logits) {
     g.canvas = g.block_;
     const std::vector<int32_t> draft = g.block_;
     accept_and_emit(g, draft, logits, g.planned_cached_);
+    g.last_round_k = B;
     const int32_t m = g.accepted.back();
     // The next draft: [ar[m], predictions of group m at indices 1..B-1].
     g.block_.assign((size_t)B, g.mask_id());

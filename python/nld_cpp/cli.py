@@ -24,7 +24,7 @@ from .model import CACHE_TYPES
 
 CACHE_TYPE_NAMES = tuple(CACHE_TYPES)
 
-MODES = ("ar", "diffusion", "spec", "spec-quadratic")
+MODES = ("ar", "diffusion", "spec", "spec-quadratic", "auto")
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 7: "Q8_0", 15: "Q4_K_M", 32: "BF16"}
 # general.architecture -> the GGUF layout it stands for (docs/gguf-keys.md, "Layouts we read")
 LAYOUTS = {"mistral3": "nld_cpp's (q/k rows permuted, RoPE pairs adjacent)",
@@ -35,6 +35,15 @@ MASK_GLYPH = "\u2591"  # a light shade for undecided positions of the canvas
 
 class CliError(Exception):
     """A problem to report in one line."""
+
+
+def _block_length(text: str) -> Any:
+    from .generation import parse_block_length
+
+    try:
+        return parse_block_length(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +64,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
-    p.add_argument("--block-length", type=int, default=None, help="diffusion/speculation block (default: the model's)")
+    p.add_argument("--block-length", type=_block_length, default=None,
+                   help='diffusion/speculation block (default: the model\'s); "auto" with --mode spec: the draft '
+                        "length chosen per round (auto: the longest draft)")
     p.add_argument("--threshold", type=float, default=None,
                    help="confidence threshold (default: 0.9 diffusion, 0 speculation)")
     p.add_argument("--no-lora", action="store_true", help="speculation drafts without the drafter LoRA")
@@ -141,6 +152,9 @@ def _gen_kwargs(args: argparse.Namespace, mode: str) -> Dict[str, Any]:
 def _print_stats(stats: Dict[str, Any], out: Any = sys.stderr) -> None:
     acc = stats["accepted_lengths"]
     extra = f", mean accepted {sum(acc) / len(acc):.2f}" if acc else ""
+    if stats["mode"] == "auto" or len(set(stats.get("draft_lengths") or [])) > 1:  # what the cost model chose
+        rounds, ks = stats["rounds"], stats["draft_lengths"]
+        extra += f", {rounds['ar']} AR steps + {rounds['spec']} rounds" + (f" (draft {min(ks)}-{max(ks)})" if ks else "")
     ttft = stats["time_to_first_token_s"]
     out.write(f"[{stats['mode']}: {stats['usage']['completion_tokens']} tokens, {stats['forwards']} forwards, "
               f"{stats['tokens_per_forward']:.2f} tokens/forward{extra}, {stats['tokens_per_s']:.1f} tokens/s, "
@@ -252,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 CHAT_HELP = """commands:
-  /mode [ar|diffusion|spec|spec-quadratic]   show or switch the generation mode
+  /mode [ar|diffusion|spec|spec-quadratic|auto]   show or switch the generation mode
   /reset                                      forget the conversation
   /stats                                      statistics of the last answer
   /help                                       this list
@@ -329,7 +343,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         i = model.info
         path = Path(model.model_path)
         arch = model.metadata_string("general.architecture")
-        modes = ["ar"] + (["diffusion", "spec", "spec-quadratic"] if i.has_diffusion else [])
+        modes = ["ar"] + (["diffusion", "spec", "spec-quadratic", "auto"] if i.has_diffusion else [])
         try:
             template = model.metadata_string("tokenizer.chat_template")
             template_line = f"yes ({len(template)} characters)"

@@ -122,7 +122,7 @@ class CompletionMixin:
     # -- completion ----------------------------------------------------------
     def create_completion(self, prompt: Union[str, Sequence[int]], *, stream: bool = False, **kwargs: Any) -> Any:
         """Complete `prompt` (text, or token ids). Keywords: mode ("ar",
-        "diffusion", "spec", "spec-quadratic"), max_tokens (default 128),
+        "diffusion", "spec", "spec-quadratic", "auto"), max_tokens (default 128),
         block_length, threshold, temperature (default 0.8; 0 is greedy),
         top_k (40), top_p (0.95), stop (strings), seed, use_lora,
         max_thinking_tokens, ignore_eos, canvas (with stream=True, block modes
@@ -242,6 +242,8 @@ class CompletionMixin:
         reasoning = think_end is not None
         tokens: List[int] = []
         accepted: List[int] = []
+        draft_lengths: List[int] = []
+        n_ar_steps = 0
         t0 = time.perf_counter()
         first: Optional[float] = None
         finish, n_forwards, n_steps, stop_type = "length", 0, 0, "limit"
@@ -249,8 +251,10 @@ class CompletionMixin:
             for step in generator:
                 n_forwards = step.n_forwards
                 n_steps += 1
+                n_ar_steps = step.n_ar_steps
                 if step.accepted is not None:
                     accepted.append(step.accepted)
+                    draft_lengths.append(step.block_length or 0)
                 if canvas and step.canvas is not None and step.finish_reason is None:
                     yield "", reasoning, None, None, self.canvas_view(step.canvas, n_steps)
                 for t in step.tokens:
@@ -286,8 +290,6 @@ class CompletionMixin:
                  "accepted_lengths": accepted, "time_to_first_token_s": first, "total_s": wall,
                  "tokens_per_s": len(tokens) / wall if wall > 0 else 0.0, "seed": params["seed"],
                  "stop_type": stop_type, "stopping_word": scanner.word,
-                 "draft_tokens": len(accepted) * (self._block_length(params) - 1), "tokens": tokens}
+                 "draft_lengths": draft_lengths, "rounds": {"ar": n_ar_steps, "spec": len(accepted)},
+                 "draft_tokens": sum(k - 1 for k in draft_lengths), "tokens": tokens}
         yield tail, reasoning, finish, stats, None
-
-    def _block_length(self, params: Dict[str, Any]) -> int:
-        return int(params["block_length"] or self.info.block_size)  # type: ignore[attr-defined]

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from .scheduler import Scheduler
 
 MODES = {"ar": lib.NLD_MODE_AR, "diffusion": lib.NLD_MODE_DIFFUSION, "spec": lib.NLD_MODE_SPEC,
-         "spec-quadratic": lib.NLD_MODE_SPEC_QUADRATIC}
+         "spec-quadratic": lib.NLD_MODE_SPEC_QUADRATIC, "auto": lib.NLD_MODE_AUTO}
+# Modes and block lengths whose draft length comes from the cost model (docs/generation.md "Auto").
+ADAPTIVE = "auto"
 FINISH = {lib.NLD_FINISH_NONE: None, lib.NLD_FINISH_STOP: "stop", lib.NLD_FINISH_LENGTH: "length",
           lib.NLD_FINISH_CONTEXT: "context", lib.NLD_FINISH_CANCELLED: "cancelled"}
 
@@ -33,6 +35,8 @@ class GenerationStep:
     n_forwards: int
     n_rounds: int
     accepted: int | None  # drafts accepted in this step's speculation round
+    block_length: int | None = None  # draft length of this step's round (None: no round)
+    n_ar_steps: int = 0  # auto: steps so far that were AR steps
 
 
 @dataclass
@@ -44,13 +48,49 @@ class GenerationResult:
     n_forwards: int
     accepted_lengths: list[int] = field(default_factory=list)
     wall_time: float = 0.0
+    draft_lengths: list[int] = field(default_factory=list)  # per round, beside accepted_lengths
+    n_ar_steps: int = 0  # auto: steps that were AR steps (the prefill's token not counted)
 
     @property
     def tokens_per_forward(self) -> float:
         return len(self.tokens) / self.n_forwards if self.n_forwards else 0.0
 
+    @property
+    def rounds(self) -> dict[str, int]:
+        """What ran: AR steps (auto) and speculation rounds."""
+        return {"ar": self.n_ar_steps, "spec": len(self.accepted_lengths)}
 
-def generation_params(*, mode: str, max_tokens: int, block_length: int | None, threshold: float | None,
+    @property
+    def acceptance(self) -> dict[int, list[int]]:
+        """Per draft length k, how many rounds accepted 0 .. k-1 drafts."""
+        return acceptance_histogram(self.draft_lengths, self.accepted_lengths)
+
+
+def acceptance_histogram(draft_lengths: Sequence[int], accepted: Sequence[int]) -> dict[int, list[int]]:
+    """{k: counts} where counts[m] is the number of rounds of draft length k
+    that accepted m drafts."""
+    out: dict[int, list[int]] = {}
+    for k, m in zip(draft_lengths, accepted):
+        counts = out.setdefault(int(k), [0] * max(int(k), 1))
+        counts[min(int(m), len(counts) - 1)] += 1
+    return dict(sorted(out.items()))
+
+
+def parse_block_length(text: str) -> int | str:
+    """A block length from the command line: a positive integer or "auto"
+    (the draft length chosen per round: modes spec and auto)."""
+    if text.strip().lower() == ADAPTIVE:
+        return ADAPTIVE
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f'block length must be a positive integer or "auto", got {text!r}') from None
+    if value < 1:
+        raise ValueError(f"block length must be >= 1, got {value}")
+    return value
+
+
+def generation_params(*, mode: str, max_tokens: int, block_length: int | str | None, threshold: float | None,
                       temperature: float, top_k: int, top_p: float, seed: int, stop_tokens: Sequence[int],
                       max_thinking_tokens: int | None, think_end_token: int | None, use_lora: bool, ignore_eos: bool) -> tuple[Any, Any]:
     """The C params struct (and the stop-token buffer it points into).
@@ -60,8 +100,14 @@ def generation_params(*, mode: str, max_tokens: int, block_length: int | None, t
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
         raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-    if block_length is not None and (not isinstance(block_length, (int, np.integer)) or block_length < 1):
-        raise ValueError(f"block_length must be a positive integer, got {block_length!r}")
+    adaptive = block_length == ADAPTIVE
+    if adaptive and mode not in ("spec", "auto"):
+        raise ValueError(f'block_length="auto" applies to modes spec and auto, not {mode!r}')
+    if adaptive:
+        block_length = None  # drafts up to the model's block length
+    elif block_length is not None and (isinstance(block_length, bool) or not isinstance(block_length, (int, np.integer))
+                                       or block_length < 1):
+        raise ValueError(f'block_length must be a positive integer or "auto", got {block_length!r}')
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     if not float(temperature) >= 0.0:
@@ -89,6 +135,7 @@ def generation_params(*, mode: str, max_tokens: int, block_length: int | None, t
     p.think_end_token = -1 if think_end_token is None else int(think_end_token)
     p.use_lora = 1 if use_lora else 0
     p.ignore_eos = 1 if ignore_eos else 0
+    p.adaptive_block = 1 if adaptive and mode == "spec" else 0
     return p, stop_buf
 
 
@@ -98,7 +145,8 @@ def step_from_c(s: Any) -> GenerationStep:
         tokens=ffi.unpack(s.tokens, s.n_tokens) if s.n_tokens else [],
         canvas=ffi.unpack(s.canvas, s.n_canvas) if s.n_canvas else None,
         finish_reason=FINISH[s.finish_reason], n_generated=s.n_generated, n_forwards=s.n_forwards,
-        n_rounds=s.n_rounds, accepted=None if s.last_accepted < 0 else s.last_accepted)
+        n_rounds=s.n_rounds, accepted=None if s.last_accepted < 0 else s.last_accepted,
+        block_length=s.last_block_length if s.last_accepted >= 0 else None, n_ar_steps=s.n_ar_steps)
 
 
 class Generator:
@@ -183,11 +231,14 @@ def run_to_end(generator: Generator) -> GenerationResult:
     t0 = time.perf_counter()
     tokens: list[int] = []
     accepted: list[int] = []
+    draft_lengths: list[int] = []
     last: GenerationStep | None = None
     for last in generator:
         tokens.extend(last.tokens)
         if last.accepted is not None:
             accepted.append(last.accepted)
+            draft_lengths.append(last.block_length or 0)
     assert last is not None and last.finish_reason is not None
     return GenerationResult(tokens=tokens, finish_reason=last.finish_reason, n_forwards=last.n_forwards,
-                            accepted_lengths=accepted, wall_time=time.perf_counter() - t0)
+                            accepted_lengths=accepted, wall_time=time.perf_counter() - t0,
+                            draft_lengths=draft_lengths, n_ar_steps=last.n_ar_steps)

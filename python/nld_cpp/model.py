@@ -176,6 +176,7 @@ class Model(CompletionMixin):
         self._ctx = out_ctx[0]
         self._release = weakref.finalize(self, _free_context, self._ctx, self._weights)
         self.model_path = path
+        self.n_threads = int(n_threads) if int(n_threads) > 0 else (os.cpu_count() or 1)
         raw = ffi.new("nld_model_info *")
         check(lib.nld_model_get_info(self._model, raw))
         self.info = ModelInfo(**{f.name: (bool(getattr(raw, f.name)) if f.type == "bool" else getattr(raw, f.name))
@@ -291,6 +292,47 @@ class Model(CompletionMixin):
             raise KeyError(key)
         return ffi.unpack(data[0], size[0]).decode("utf-8")
 
+    # -- the cost model of mode "auto" (docs/generation.md "Auto") ------
+    def calibrate(self, max_seconds: float = 1.0) -> dict:
+        """Time forwards of 1 .. 32 rows now (about max_seconds) and use the
+        result for mode "auto" and block_length="auto"; returns the costs.
+        Generations in those modes calibrate on first use by themselves
+        (kept on disk per model file, threads and CPU; NLD_CALIBRATION=off
+        skips it)."""
+        from . import costs
+
+        with self._busy.held("calibrate"):
+            return costs.calibrate(self._live(), max_seconds)
+
+    @property
+    def costs(self) -> dict:
+        """The cost model now (seconds per forward at each row count,
+        causal and draft, and the step overhead), corrected as forwards run."""
+        from . import costs
+
+        return costs.get_costs(self._live())
+
+    def set_costs(self, costs: dict, adapt: bool | None = None) -> None:
+        """Install a cost model (as the costs property gives it); with
+        adapt False (the default for a dict without "adapt") it stays fixed."""
+        from . import costs as costs_mod
+
+        with self._busy.held("set_costs"):
+            costs_mod.set_costs(self._live(), costs, adapt)
+
+    def reset_acceptance(self) -> None:
+        """Forget what earlier generations' drafts earned (auto's prior)."""
+        check(lib.nld_context_reset_acceptance(self._live()))
+
+    def _ensure_costs(self) -> None:
+        from . import costs
+
+        with self._busy.held("calibrate"):
+            ctx = self._live()
+            key = costs.cache_key(self.model_path, self.n_threads, (self.cache_type_k, self.cache_type_v),
+                                  self.has_lora) if os.path.isfile(self.model_path) else None
+            costs.ensure_calibrated(ctx, key)
+
     # -- evaluation -----------------------------------------------------
     def forward(self, tokens: Sequence[int] | np.ndarray, kind: str = "causal", logits: str = "all") -> np.ndarray:
         """Evaluate tokens after the cached prefix.
@@ -323,7 +365,7 @@ class Model(CompletionMixin):
             check(lib.nld_context_truncate(self._live(), int(n_keep)))
 
     def generate_steps(self, prompt: Sequence[int] | np.ndarray, *, mode: str = "ar", max_tokens: int = 256,
-                       block_length: int | None = None, threshold: float | None = None, temperature: float = 0.0,
+                       block_length: int | str | None = None, threshold: float | None = None, temperature: float = 0.0,
                        top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_tokens: Sequence[int] = (),
                        max_thinking_tokens: int | None = None, think_end_token: int | None = None,
                        use_lora: bool = True, ignore_eos: bool = False) -> Generator:
@@ -331,8 +373,12 @@ class Model(CompletionMixin):
 
         mode: "ar", "diffusion" (block diffusion, threshold default 0.9; 0
         selects the fixed schedule), "spec" (linear self-speculation,
-        threshold default 0) or "spec-quadratic". block_length defaults to the
-        model's. The model's EOS stops unless ignore_eos; stop_tokens adds more. The
+        threshold default 0), "spec-quadratic" or "auto" (per step an AR step
+        or a linear speculation round of the draft length the measured cost
+        model says is fastest; at temperature 0 its output is AR's).
+        block_length defaults to the model's; for auto it is the longest
+        draft; with mode "spec", block_length="auto" lets the draft length
+        change round by round by auto's rule. The model's EOS stops unless ignore_eos; stop_tokens adds more. The
         prompt reuses the cached prefix it shares with the previous
         generation, whatever its mode. Call cancel() on the returned object
         (from any thread) to stop early.
@@ -344,6 +390,8 @@ class Model(CompletionMixin):
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_tokens=stop_tokens,
             max_thinking_tokens=max_thinking_tokens, think_end_token=think_end_token, use_lora=use_lora,
             ignore_eos=ignore_eos)
+        if mode == "auto" or block_length == "auto":
+            self._ensure_costs()
         self._busy.acquire("generate")
         try:
             ctx = self._live()  # closed while this call waited?

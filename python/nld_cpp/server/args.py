@@ -9,11 +9,18 @@ import argparse
 import os
 from typing import Any, List, Optional, Sequence
 
-from ..generation import MODES
+from ..generation import MODES, parse_block_length
 from ..model import CACHE_TYPES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+def _block_length(text: str) -> Any:
+    try:
+        return parse_block_length(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _flag(parser: argparse.ArgumentParser, *names: str, env: str, help: str, **kw: Any) -> None:
@@ -72,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
           help="a jinja chat template to use instead of the model's (rendered in the same sandbox)")
     _flag(p, "--mode", env="NLD_ARG_MODE", choices=list(MODES), default="ar",
           help="generation mode of requests that name none")
-    _flag(p, "--block-length", env="NLD_ARG_BLOCK_LENGTH", type=int,
-          help="block length of requests that give none (default: the model's)")
+    _flag(p, "--block-length", env="NLD_ARG_BLOCK_LENGTH", type=_block_length,
+          help='block length of requests that give none (default: the model\'s); "auto" with modes spec and '
+               "auto: the draft length chosen per round")
     _flag(p, "--threshold", env="NLD_ARG_THRESHOLD", type=float,
           help="confidence threshold of requests that give none (default: 0.9 diffusion, 0 speculation)")
     _flag(p, "--metrics", env="NLD_ARG_ENDPOINT_METRICS", action="store_true",
@@ -98,8 +106,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be one of {', '.join(CACHE_TYPES)}, got {getattr(args, name)!r}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         parser.error(f"--threshold must be in [0, 1], got {args.threshold}")
-    if args.block_length is not None and args.block_length < 1:
-        parser.error(f"--block-length must be >= 1, got {args.block_length}")
+    if args.block_length == "auto" and args.mode not in ("spec", "auto"):
+        parser.error(f'--block-length auto applies to --mode spec and auto, not {args.mode}')
     keys: List[str] = [k for k in args.api_key if k]
     if args.api_key_file:
         try:

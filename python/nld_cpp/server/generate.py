@@ -99,7 +99,7 @@ def timings(stats: Dict[str, Any], prompt_n: int, cache_n: int) -> Dict[str, Any
            "predicted_n": n, "predicted_ms": predicted_s * 1e3,
            "predicted_per_token_ms": predicted_s * 1e3 / n if n else 0.0,
            "predicted_per_second": n / predicted_s}
-    if str(stats["mode"]).startswith("spec"):
+    if str(stats["mode"]).startswith("spec") or stats["mode"] == "auto":
         out["draft_n"] = stats["draft_tokens"]
         out["draft_n_accepted"] = sum(stats["accepted_lengths"])
     return out

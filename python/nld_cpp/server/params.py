@@ -9,7 +9,7 @@ clients send them. JSON null counts as "not given" everywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 from ..chat import check_messages
 from ..generation import MODES
@@ -50,7 +50,7 @@ class Defaults:
     """Server-wide defaults for requests that give none (from the flags)."""
 
     mode: str = "ar"
-    block_length: Optional[int] = None
+    block_length: Optional[Union[int, str]] = None  # an integer, or "auto"
     threshold: Optional[float] = None
 
 
@@ -143,6 +143,18 @@ def _seed(body: Mapping[str, Any]) -> Optional[int]:
     return None if seed is None or seed == -1 else seed
 
 
+def _block_length(body: Mapping[str, Any], default: Any, mode: str) -> Any:
+    """An integer >= 1, or "auto" (modes spec and auto: the draft length
+    chosen per round)."""
+    if not _given(body, "block_length") and default == "auto":  # the server's default, where it applies
+        return "auto" if mode in ("spec", "auto") else None
+    if body.get("block_length") == "auto":
+        if mode not in ("spec", "auto"):
+            raise bad_request(f'block_length "auto" applies to modes spec and auto, not {mode!r}')
+        return "auto"
+    return number(body, "block_length", default, integer=True, lo=1)
+
+
 def sampling(body: Mapping[str, Any], defaults: Defaults, n_ctx: int, max_key: str = "max_tokens") -> Dict[str, Any]:
     """The Python API's keywords from the fields every generation route shares."""
     refuse_unsupported(body)
@@ -165,7 +177,7 @@ def sampling(body: Mapping[str, Any], defaults: Defaults, n_ctx: int, max_key: s
         top_k=number(body, "top_k", 40, integer=True, lo=0),
         top_p=number(body, "top_p", 0.95, lo=0, hi=1, lo_open=True),
         stop=_stop(body), seed=_seed(body),
-        block_length=number(body, "block_length", defaults.block_length, integer=True, lo=1),
+        block_length=_block_length(body, defaults.block_length, mode),
         threshold=number(body, "threshold", defaults.threshold, lo=0, hi=1),
         use_lora=boolean(body, "use_lora", True),
         max_thinking_tokens=number(body, "max_thinking_tokens", None, integer=True, lo=0),

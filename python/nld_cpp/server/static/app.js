@@ -164,7 +164,7 @@ function requestBody() {
   };
   const blockLength = $("block-length").value.trim();
   const threshold = $("threshold").value.trim();
-  if (blockLength) body.block_length = parseInt(blockLength, 10);
+  if (blockLength) body.block_length = blockLength.toLowerCase() === "auto" ? "auto" : parseInt(blockLength, 10);
   if (threshold) body.threshold = parseFloat(threshold);
   if (mode !== "ar") body.canvas = true;
   return body;
@@ -186,6 +186,11 @@ function formatStats(finish, usage) {
     const mean = accepted.reduce((a, b) => a + b, 0) / accepted.length;
     const shown = accepted.slice(0, 24).join(" ") + (accepted.length > 24 ? " …" : "");
     parts.push(`accepted lengths ${shown} (mean ${mean.toFixed(2)})`);
+  }
+  const drafts = nld.draft_lengths || [];
+  if (nld.rounds && (nld.mode === "auto" || new Set(drafts).size > 1)) {
+    const range = drafts.length ? ` (draft ${Math.min(...drafts)}-${Math.max(...drafts)})` : "";
+    parts.push(`${nld.rounds.ar} AR steps + ${nld.rounds.spec} rounds${range}`);
   }
   parts.push(`finish ${finish.choices[0].finish_reason}`);
   return parts.join(" · ");
