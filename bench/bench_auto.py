@@ -9,7 +9,8 @@ drafter; drafts are never accepted): AR, auto and linear speculation at 2 /
 
 Every choice runs on a context of its own (auto learns only from its own
 rounds) with the cache emptied before each generation (no prefix reuse), in
-the same process, the choices interleaved prompt by prompt; each repeat is a
+the same process, the choices interleaved prompt by prompt in a
+seeded random order; each repeat is a
 full pass. Per family and repeat: tokens / summed wall time of the
 generations (prefill included). Reported: the median over repeats with min
 and max, auto / AR and auto / best fixed choice paired within each repeat.
@@ -62,9 +63,13 @@ def run_pass(contexts: Dict[str, Any], prompts: List[Tuple[str, List[int]]], cho
     """One pass over the prompts, every choice on each prompt in turn; per
     family and choice [tokens, seconds]. Checks every lossless output against AR's."""
     totals: Dict[str, Dict[str, List[float]]] = {}
+    names = list(choices)
+    order = np.random.default_rng(len(prompts))
     for family, prompt in prompts:
         outputs = {}
-        for name, kw in choices.items():
+        for j in order.permutation(len(names)):  # a fresh order per prompt: no choice always after the same one
+            name = names[j]
+            kw = choices[name]
             ctx = contexts[name]
             ctx.truncate(0)
             t0 = time.perf_counter()

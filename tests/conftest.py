@@ -3,10 +3,16 @@ per session and cached."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pytest
+
+# Measured cost models (mode auto) go to a directory of this session, not
+# the user's cache; servers started by the tests inherit it.
+os.environ.setdefault("NLD_CACHE_DIR", tempfile.mkdtemp(prefix="nld-test-cache-"))
 
 from nld_cpp.testing.checkpoints import make_checkpoint
 

@@ -17,7 +17,7 @@ bool take_ar(generator&, const float*);
 bool plan_spec_linear(generator&, forward_request&);
 bool take_spec_linear(generator&, const float*);
 
-void draft_acceptance::record(int32_t k, int32_t m) {
+void draft_acceptance::record(int32_t k, int32_t m, bool cut) {
     if (k < 2) return;
     if ((int32_t)tried.size() < k) {
         tried.resize((size_t)k, 0.0);
@@ -31,10 +31,14 @@ void draft_acceptance::record(int32_t k, int32_t m) {
         tried[i] += 1.0;
         passed[i] += 1.0;
     }
-    if (m + 1 < k) tried[m + 1] += 1.0;  // the draft that was rejected
+    if (!cut && m + 1 < k) tried[m + 1] += 1.0;  // the draft that was rejected
 }
 
-void draft_acceptance::cap(double trials) {
+void draft_acceptance::cap(double trials, double emitted) {
+    if (tokens > emitted) {
+        stops *= emitted / tokens;
+        tokens = emitted;
+    }
     double total = 0.0;
     for (double t : tried) total += t;
     if (total <= trials) return;
@@ -45,23 +49,26 @@ void draft_acceptance::cap(double trials) {
     }
 }
 
-double draft_acceptance::conditional(int32_t i, bool optimistic) const {
-    if (optimistic) return kPriorP;
+double draft_acceptance::pooled() const {
     double all_tried = 0.0, all_passed = 0.0;
     for (size_t j = 1; j < tried.size(); ++j) {
         all_tried += tried[j];
         all_passed += passed[j];
     }
-    const double pooled = (all_passed + kPriorWeight * kPriorP) / (all_tried + kPriorWeight);
+    return (all_passed + kPriorWeight * kPriorP) / (all_tried + kPriorWeight);
+}
+
+double draft_acceptance::conditional(int32_t i, double pool) const {
     const double t = i < (int32_t)tried.size() ? tried[(size_t)i] : 0.0;
     const double p = i < (int32_t)passed.size() ? passed[(size_t)i] : 0.0;
-    return (p + kPriorWeight * pooled) / (t + kPriorWeight);
+    return (p + kPriorWeight * pool) / (t + kPriorWeight);
 }
 
 double draft_acceptance::expected_accepted(int32_t k, bool optimistic) const {
+    const double pool = pooled();
     double reach = 1.0, sum = 0.0;
     for (int32_t i = 1; i < k; ++i) {
-        reach *= conditional(i, optimistic);
+        reach *= optimistic ? kPriorP : conditional(i, pool);
         sum += reach;
     }
     return sum;
@@ -82,10 +89,22 @@ int32_t best_choice(const generator& g, int32_t k_max, bool allow_ar, bool optim
     const cost_model& c = g.ctx_.costs;
     const int32_t others = g.batch_rows_hint_;
     const double overhead = c.step_overhead;
+    const draft_acceptance& acc = g.ctx_.acceptance;
+    const double pool = acc.pooled();
+    // A round must beat an AR step by kMargin: the costs are measured on a
+    // noisy machine, and a wrong round costs more than a wrong AR step.
+    constexpr double kMargin = 1.05;
     int32_t best = 0;
-    double best_rate = allow_ar ? 1.0 / (marginal(c, false, 1, others) + overhead) : 0.0;
+    double best_rate = allow_ar ? kMargin / (marginal(c, false, 1, others) + overhead) : 0.0;
+    // A round's tokens: the j-th is emitted when drafts 1..j-1 were
+    // accepted and the text did not end before it.
+    const double goes_on = 1.0 - acc.stop_rate();
+    double reach = 1.0, survive = 1.0, expected = 0.0;  // expected tokens past the first, grown with k
     for (int32_t k = 2; k <= k_max; ++k) {
-        const double tokens = 1.0 + g.ctx_.acceptance.expected_accepted(k, optimistic);
+        reach *= optimistic ? draft_acceptance::kPriorP : acc.conditional(k - 1, pool);
+        survive *= goes_on;
+        expected += reach * survive;
+        const double tokens = 1.0 + expected;
         const double seconds = marginal(c, true, k, others) + marginal(c, false, k, others) + overhead;
         const double rate = tokens / seconds;
         if (rate > best_rate * (1.0 + 1e-9)) {

@@ -47,11 +47,12 @@ void cost_model::observe(bool is_draft, int32_t n, double seconds) {
     const double ratio = std::clamp(seconds / predict(is_draft, n), 0.25, 4.0);
     const double log_ratio = std::log(ratio);
     std::array<double, kSizes>& table = is_draft ? draft : causal;
-    // Every row takes half of the correction's weight (the machine got
-    // slower or faster, the cache grew), the rows near n the rest.
+    // Most of a correction goes to every row alike (the machine got slower
+    // or faster, the cache grew: the calibrated shape holds), the rest to
+    // the rows near n (the shape itself is learnt slowly).
     for (int i = 0; i < kSizes; ++i) {
         const double distance = std::fabs(std::log2((double)n) - std::log2((double)kRows[i]));
-        const double weight = kLearnRate * (0.5 + 0.5 * std::exp(-distance));
+        const double weight = kLearnRate * (0.85 + 0.15 * std::exp(-distance));
         table[i] *= std::exp(weight * log_ratio);
     }
 }

@@ -45,21 +45,30 @@ struct cost_model {
 // counts its context's earlier ones left, scaled down to a prior.
 struct draft_acceptance {
     std::vector<double> tried, passed;  // index 0 unused
+    double tokens = 0.0, stops = 0.0;   // tokens emitted, and those that ended a generation (EOS, stop id)
 
-    // A round of draft length k (k-1 drafts) that accepted m of them.
-    void record(int32_t k, int32_t m);
-    // The counts scaled down to at most `trials` trials in all.
-    void cap(double trials);
-    // P(draft i accepted | drafts 1..i-1 accepted), each position shrunk
-    // toward the pooled rate, the pool toward prior_p; `optimistic` gives
-    // prior_p everywhere (a probe's assumption).
-    double conditional(int32_t i, bool optimistic) const;
-    // Expected accepted drafts of a round of draft length k.
+    // A round of draft length k (k-1 drafts) that accepted m of them; cut:
+    // the generation ended inside the round (an EOS, the budget), so the
+    // drafts past m were not tried.
+    void record(int32_t k, int32_t m, bool cut);
+    // The counts scaled down to at most `trials` trials in all, and the
+    // token counts to at most `emitted` tokens.
+    void cap(double trials, double emitted);
+    // P(a token ends the generation): stops over tokens, with a prior of
+    // one stop in kPriorTokens.
+    double stop_rate() const { return (stops + 1.0) / (tokens + kPriorTokens); }
+    // The acceptance rate over all positions, shrunk toward kPriorP.
+    double pooled() const;
+    // P(draft i accepted | drafts 1..i-1 accepted), shrunk toward pool.
+    double conditional(int32_t i, double pool) const;
+    // Expected accepted drafts of a round of draft length k; optimistic:
+    // every draft accepted at kPriorP (a probe's assumption).
     double expected_accepted(int32_t k, bool optimistic) const;
 
     static constexpr double kPriorP = 0.8;     // drafts before any were seen: a probe's hope
     static constexpr double kPriorWeight = 2.0;
     static constexpr double kDecay = 0.95;     // per round
+    static constexpr double kPriorTokens = 32.0;
 };
 
 // Times causal and draft forwards of kRows rows over the context's cache

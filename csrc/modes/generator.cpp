@@ -39,8 +39,8 @@ generator::generator(context& ctx, std::vector<int32_t> prompt, const generate_p
     : ctx_(ctx), prompt_(std::move(prompt)), params_(params), sampler_(params.sampling, ctx.mdl.hp.n_vocab) {
     // What earlier generations on this context saw of drafts is a prior
     // worth a few rounds; this generation's rounds soon outweigh it.
-    constexpr double kPriorTrials = 8.0;
-    ctx_.acceptance.cap(kPriorTrials);
+    constexpr double kPriorTrials = 8.0, kPriorTokens = 64.0;
+    ctx_.acceptance.cap(kPriorTrials, kPriorTokens);
 }
 
 void generator::fail() {
@@ -179,7 +179,11 @@ bool generator::emit(int32_t t) {
     if (finished()) return false;
     output.push_back(t);
     new_tokens.push_back(t);
-    if (is_stop(t)) set_finish(finish_reason::stop);
+    ctx_.acceptance.tokens += 1.0;
+    if (is_stop(t)) {
+        set_finish(finish_reason::stop);
+        ctx_.acceptance.stops += 1.0;
+    }
     else if ((int32_t)output.size() >= params_.max_new_tokens) set_finish(finish_reason::length);
     return !finished();
 }

@@ -93,7 +93,10 @@ bool take_spec_linear(generator& g, const float* logits) {
     }
     accept_and_emit(g, g.block_, logits, g.planned_cached_);
     g.last_round_k = g.round_k_;
-    g.ctx_.acceptance.record(g.round_k_, g.accepted.back());
+    // Drafts past an EOS or the budget were never needed: what the round
+    // emitted counts (the seed came in an earlier step).
+    const int32_t used = std::min<int32_t>(g.accepted.back(), (int32_t)g.new_tokens.size() - 1);
+    g.ctx_.acceptance.record(g.round_k_, used, used < g.accepted.back());
     g.phase_ = gen_phase::round;
     return true;
 }

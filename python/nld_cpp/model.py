@@ -152,6 +152,7 @@ class Model(CompletionMixin):
         self._release: Any = lambda: None
         self._busy = _Busy()
         self._scheduler: Any = None  # a Scheduler that batches this context's generations (attach)
+        self._costs_ready = False  # the cost model of mode auto is measured (or set)
         path = os.fspath(model_path)
         if verbose and _weights is None and os.path.isfile(path):  # said before it is taken (docs/memory.md)
             from .memory import available_memory, describe, format_bytes, memory_estimate
@@ -327,11 +328,15 @@ class Model(CompletionMixin):
     def _ensure_costs(self) -> None:
         from . import costs
 
+        if self._costs_ready:
+            return
         with self._busy.held("calibrate"):
             ctx = self._live()
-            key = costs.cache_key(self.model_path, self.n_threads, (self.cache_type_k, self.cache_type_v),
-                                  self.has_lora) if os.path.isfile(self.model_path) else None
-            costs.ensure_calibrated(ctx, key)
+            if not costs.get_costs(ctx)["measured"] and costs.calibration_enabled():
+                key = costs.cache_key(self.model_path, self.n_threads, (self.cache_type_k, self.cache_type_v),
+                                      self.has_lora) if os.path.isfile(self.model_path) else None
+                costs.ensure_calibrated(ctx, key)
+            self._costs_ready = costs.get_costs(ctx)["measured"]
 
     # -- evaluation -----------------------------------------------------
     def forward(self, tokens: Sequence[int] | np.ndarray, kind: str = "causal", logits: str = "all") -> np.ndarray:
