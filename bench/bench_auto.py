@@ -134,6 +134,32 @@ def measure(model: Any, prompts: List[Tuple[str, List[int]]], choices: Dict[str,
     return {"rows": rows, "settling": settled, "costs": costs, "calibration_s": calib_s}
 
 
+def settling_traces(model: Any, max_tokens: int = 160) -> Dict[str, str]:
+    """How auto's choices evolve over one long answer (a count prompt, EOS
+    ignored) from a fresh context: under the calibrated costs, and under
+    injected ones where rows are free (a GPU's shape) or cost 2% each. One
+    character a step: "a" an AR step, a letter per round by draft length
+    (b = 2 ... p = 16)."""
+    prompt = next(model.tokenize(render_prompt(it["turns"][0]["user"], (), it["system"]))
+                  for it in held_out() if it["task"] == "count")
+    rows = [1, 2, 4, 8, 16, 32]
+    injected = {"calibrated": None, "rows free": {"causal_s": [1e-3] * 6, "draft_s": [1e-3] * 6},
+                "2% a row": {"causal_s": [1e-3 * (1 + 0.02 * (r - 1)) for r in rows],
+                             "draft_s": [1e-3 * (1 + 0.02 * (r - 1)) for r in rows]}}
+    out = {}
+    for name, costs in injected.items():
+        with model.new_context(n_ctx=model.n_ctx, n_threads=model.n_threads) as ctx:
+            if costs is None:
+                ctx.calibrate()
+            else:
+                ctx.set_costs(costs)
+            marks = []
+            for step in list(ctx.generate_steps(prompt, mode="auto", max_tokens=max_tokens, ignore_eos=True))[1:]:
+                marks.append("a" if step.block_length is None else chr(ord("a") + step.block_length - 1))
+            out[name] = "".join(marks)
+    return out
+
+
 def random_prompts(n_vocab: int, count: int, length: int) -> List[Tuple[str, List[int]]]:
     rng = np.random.default_rng(0)
     return [("random", rng.integers(1, n_vocab - 1, length).tolist()) for _ in range(count)]
@@ -185,6 +211,9 @@ def main(argv: List[str] | None = None) -> None:
     print(f"embedded model: {len(prompts)} prompts x {len(choices)} choices x {args.repeats} repeats", flush=True)
     report["embedded"] = measure(model, prompts, choices, args.repeats, args.max_tokens, {})
     md += ["## Embedded model (held-out first turns, tok/s medians)", "", table(report["embedded"], choices), ""]
+    report["settling_traces"] = settling_traces(model)
+    md += ["## Auto's choices over one long answer (count prompt; a: AR step, b..p: a round of draft 2..16)", ""]
+    md += [f"- {name}: `{trace}`" for name, trace in report["settling_traces"].items()] + [""]
     model.close()
 
     if not args.skip_random:
