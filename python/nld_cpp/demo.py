@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-MODES = [("ar", {}), ("diffusion", {"threshold": 0.9}), ("spec", {}), ("spec-quadratic", {})]
+MODES = [("ar", {}), ("diffusion", {"threshold": 0.9}), ("spec", {}), ("spec-quadratic", {}), ("auto", {})]
 # Held-out conversations shown by default (python/nld_cpp/models/held_out.json):
 # the first of each of these tasks, then the first three-turn chat.
 DEFAULT_TASKS = ("fill", "repeat", "reverse", "copy", "lookup", "chat")
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.name}: {info.n_layer} layers, hidden {info.n_embd}, heads {info.n_head}/{info.n_head_kv} "
               f"x {info.head_dim}, vocab {info.n_vocab}, diffusion block {info.block_size}, "
               f"drafter LoRA {'rank ' + str(info.lora_rank) if model.has_lora else 'none'}")
+        model.calibrate()  # auto's cost model, measured once here rather than inside the first timed answer
         items = held_out()
         chosen = [next(it for it in items if it["task"] == task) for task in DEFAULT_TASKS]
         totals = {mode: [0, 0, 0.0] for mode, _ in MODES}
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                     totals[mode][0] += len(res.tokens)
                     totals[mode][1] += res.n_forwards
                     totals[mode][2] += dt
-        print("\nall prompts:")
+        print("\nall prompts (auto: per step an AR step or a speculation round, whichever its measured "
+              "costs say is faster here):")
         for mode, (n_tok, n_fwd, dt) in totals.items():
             print(f"  {mode:15s} {n_tok / n_fwd:.2f} tokens per forward, {n_tok / dt:.0f} tokens/s")
     return 0
