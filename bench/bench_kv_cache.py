@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -140,6 +139,8 @@ def table(results: dict, args: argparse.Namespace) -> str:
     for t in args.types:
         base = results.get(f"{t}/{min(args.lengths)}")
         for n in args.lengths:
+            if f"{t}/{n}" not in results:  # a partial run: what was measured so far
+                continue
             r = results[f"{t}/{n}"]
             ours, theirs, p = r[Ours.name], r[Llama.name], r["paired"]
             growth = ours["block_s"]["median"] / base[Ours.name]["block_s"]["median"] if base else float("nan")
@@ -163,17 +164,24 @@ def main(argv: List[str] | None = None) -> None:
     args = ap.parse_args(argv)
     path = model_file(Path(args.dir), args.layers)
     rng = np.random.default_rng(26)
-    results = {}
+    results: dict = {}
+
+    def write() -> str:  # after every cell, so a long run that is stopped keeps what it measured
+        report = {"machine": peer.machine_info(), "file": path.name, "threads": args.threads, "runs": args.runs,
+                  "date": time.strftime("%Y-%m-%d"), "results": results,
+                  "complete": len(results) == len(args.types) * len(args.lengths)}
+        Path(args.out + ".json").write_text(json.dumps(report, indent=2))
+        text = (f"# KV cache types over long caches ({path.name}, {args.threads} threads, {args.runs} runs, "
+                f"{report['date']}{'' if report['complete'] else ', partial'})\n\n{json.dumps(report['machine'])}"
+                f"\n\n{table(results, args)}\n")
+        Path(args.out + ".md").write_text(text)
+        return text
+
     for t in args.types:
         for n in args.lengths:
             print(f"{t} cache, {n} tokens:", flush=True)
             results[f"{t}/{n}"] = measure(path, n, t, args, rng)
-    report = {"machine": peer.machine_info(), "file": path.name, "threads": args.threads, "runs": args.runs,
-              "date": time.strftime("%Y-%m-%d"), "results": results}
-    Path(args.out + ".json").write_text(json.dumps(report, indent=2))
-    text = (f"# KV cache types over long caches ({path.name}, {args.threads} threads, {args.runs} runs, "
-            f"{report['date']})\n\n{json.dumps(report['machine'])}\n\n{table(results, args)}\n")
-    Path(args.out + ".md").write_text(text)
+            text = write()
     print(text)
 
 

@@ -23,6 +23,7 @@ file (names, types, bytes), which tells whether --hf is the shipped model.
 Prints a markdown table; writes JSON (default bench/results/kl_quants.json).
 
     python bench/kl_quants.py [--hf /tmp/nld-tiny-hf] [--texts N] [--threads 1]
+    python bench/kl_quants.py --cache-types-only   # the KV cache part alone: needs no checkpoint
 """
 
 from __future__ import annotations
@@ -170,22 +171,55 @@ def print_table(rows: Dict[str, Dict[str, object]], n_positions: int) -> None:
               f"| {r['file_bytes'] / 2**20:.2f} MiB |")
 
 
+def cache_type_rows(token_lists: List[List[int]], n_threads: int) -> Dict[str, Dict[str, object]]:
+    """KV cache types on the shipped file: f16 and q8_0 caches against its f32 cache (printed as a table)."""
+    cache_rows: Dict[str, Dict[str, object]] = {}
+    cache_ref = teacher_forced_logits(SHIPPED, token_lists, n_threads=n_threads, cache_type="f32")
+    for cache_type in ("f16", "q8_0"):
+        logits = teacher_forced_logits(SHIPPED, token_lists, n_threads=n_threads, cache_type=cache_type)
+        cache_rows[cache_type] = compare(cache_ref, logits)
+    print(f"\nKV cache types, {SHIPPED.name}, against its f32 cache:\n")
+    print("| cache | mean KL (nats) | p99 KL (nats) | max KL (nats) | top-1 agreement |")
+    print("|---|---|---|---|---|")
+    for name, r in cache_rows.items():
+        print(f"| {name} | {r['mean_kl']:.3e} | {r['p99_kl']:.3e} | {r['max_kl']:.3e} | {100 * r['top1_agreement']:.2f}% |")
+    return cache_rows
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hf", default="/tmp/nld-tiny-hf", help="the float HF checkpoint of the tiny model")
     parser.add_argument("--texts", type=int, default=None, help="first N held-out texts (default: all)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "kl_quants.json"))
+    parser.add_argument("--out", default=None,
+                        help="JSON output (default bench/results/kl_quants.json, or kl_cache_types.json)")
+    parser.add_argument("--cache-types-only", action="store_true",
+                        help="only the shipped file's f16 and q8_0 KV caches against its f32 cache")
     args = parser.parse_args(argv)
-    if not Path(args.hf, "config.json").is_file():
-        parser.error(f"no HF checkpoint at {args.hf} (config.json missing)")
-    from nld_cpp.convert import convert_checkpoint
+    name = "kl_cache_types.json" if args.cache_types_only else "kl_quants.json"
+    args.out = args.out or str(ROOT / "bench" / "results" / name)
+    if not args.cache_types_only and not Path(args.hf, "config.json").is_file():
+        parser.error(f"no HF checkpoint at {args.hf} (config.json missing; --cache-types-only needs none)")
 
     token_lists = tokenize(held_out_texts(args.texts))
     n_positions = sum(len(t) for t in token_lists)
     n_truncated = sum(len(t) == N_CTX for t in token_lists)
     print(f"{len(token_lists)} held-out texts, {n_positions} positions "
           f"({min(map(len, token_lists))}..{max(map(len, token_lists))} tokens each), {args.threads} thread(s)")
+    if args.cache_types_only:
+        cache_rows = cache_type_rows(token_lists, args.threads)
+        out = dict(_environment(args.threads), shipped_model=SHIPPED.name, n_texts=len(token_lists),
+                   n_positions=n_positions, n_ctx=N_CTX, n_texts_at_context_limit=n_truncated,
+                   notes=["KL(P_f32cache || P_cache) in nats, float64 log-softmax, teacher forcing over the held-out "
+                          "texts; the new rows of a forward see their K/V rounded as the cache gives them back"],
+                   cache_types={"model": SHIPPED.name, "reference": "the same file with an f32 KV cache",
+                                "results": cache_rows})
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
+    from nld_cpp.convert import convert_checkpoint
+
     rows: Dict[str, Dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         ref: Optional[np.ndarray] = None
@@ -205,17 +239,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         q8_equals_shipped = same_tensor_data(paths["q8_0"], SHIPPED)
         q4_k_m_equals_q8_0 = same_tensor_data(paths["q4_k_m"], paths["q8_0"])
     print_table(rows, n_positions)
-    # KV cache types on the shipped file: f16 and q8_0 caches against its f32 cache.
-    cache_rows: Dict[str, Dict[str, object]] = {}
-    cache_ref = teacher_forced_logits(SHIPPED, token_lists, n_threads=args.threads, cache_type="f32")
-    for cache_type in ("f16", "q8_0"):
-        logits = teacher_forced_logits(SHIPPED, token_lists, n_threads=args.threads, cache_type=cache_type)
-        cache_rows[cache_type] = compare(cache_ref, logits)
-    print(f"\nKV cache types, {SHIPPED.name}, against its f32 cache:\n")
-    print("| cache | mean KL (nats) | p99 KL (nats) | max KL (nats) | top-1 agreement |")
-    print("|---|---|---|---|---|")
-    for name, r in cache_rows.items():
-        print(f"| {name} | {r['mean_kl']:.3e} | {r['p99_kl']:.3e} | {r['max_kl']:.3e} | {100 * r['top1_agreement']:.2f}% |")
+    cache_rows = cache_type_rows(token_lists, args.threads)
     print(f"\nq8_0 conversion of {args.hf} has the shipped file's tensors byte for byte: {q8_equals_shipped}")
     print(f"q4_k_m file has the q8_0 file's tensors byte for byte (K-quant fallback): {q4_k_m_equals_q8_0}")
     out = dict(_environment(args.threads), **{
