@@ -95,16 +95,18 @@ nld::gen_mode resolve_mode(int32_t mode, const nld::hparams& hp) {
     switch (mode) {
     case NLD_MODE_AR: return nld::gen_mode::ar;
     case NLD_MODE_DIFFUSION: case NLD_MODE_SPEC: case NLD_MODE_SPEC_QUADRATIC: case NLD_MODE_AUTO:
+    case NLD_MODE_INFILL:
         if (!hp.has_diffusion)
             nld::fail_unsupported("this model has no diffusion keys (tokenizer.ggml.mask_token_id, "
                                   "diffusion.block_size): only AR generation is available");
         return mode == NLD_MODE_DIFFUSION ? nld::gen_mode::diffusion
                : mode == NLD_MODE_SPEC    ? nld::gen_mode::spec_linear
                : mode == NLD_MODE_AUTO    ? nld::gen_mode::automatic
+               : mode == NLD_MODE_INFILL  ? nld::gen_mode::infill
                                           : nld::gen_mode::spec_quadratic;
     }
     nld::fail_argument("unknown mode " + std::to_string(mode) +
-                       " (0 ar, 1 diffusion, 2 spec, 3 spec-quadratic, 4 auto)");
+                       " (0 ar, 1 diffusion, 2 spec, 3 spec-quadratic, 4 auto, 5 infill)");
 }
 
 // Bytes of a row of n_per_row elements of `type`, after checking both.
@@ -547,6 +549,8 @@ nld_generate_params nld_generate_default_params(void) {
     p.use_lora = 1;
     p.ignore_eos = 0;
     p.adaptive_block = 0;
+    p.canvas = nullptr;
+    p.n_canvas = 0;
     return p;
 }
 
@@ -573,7 +577,8 @@ nld_status nld_generator_create(nld_context* ctx, const int32_t* prompt, int32_t
         if (!(p.threshold < 0.0f || p.threshold <= 1.0f) || std::isnan(p.threshold))
             nld::fail_argument("threshold must be in [0, 1] (or < 0 for the default), got " +
                                std::to_string(p.threshold));
-        g.threshold = p.threshold >= 0.0f ? p.threshold : (g.mode == nld::gen_mode::diffusion ? 0.9f : 0.0f);
+        const bool denoising = g.mode == nld::gen_mode::diffusion || g.mode == nld::gen_mode::infill;
+        g.threshold = p.threshold >= 0.0f ? p.threshold : (denoising ? 0.9f : 0.0f);
         if (g.mode == nld::gen_mode::spec_quadratic && g.threshold > 0.0f)
             nld::fail_argument("spec-quadratic drafts in one pass: threshold must be 0");
         if (p.adaptive_block != 0 && p.adaptive_block != 1)
@@ -603,6 +608,25 @@ nld_status nld_generator_create(nld_context* ctx, const int32_t* prompt, int32_t
             g.think_end_token = p.think_end_token;
         }
         g.use_lora = p.use_lora != 0;
+        if (g.mode == nld::gen_mode::infill) {
+            if (p.n_canvas < 1 || p.n_canvas > (1 << 20) || !p.canvas)
+                nld::fail_argument("infill needs a canvas of 1 .. 1048576 tokens, got " + std::to_string(p.n_canvas) +
+                                   (p.canvas ? "" : " (NULL)"));
+            for (int32_t i = 0; i < p.n_canvas; ++i)
+                if (p.canvas[i] < 0 || p.canvas[i] >= hp.n_vocab)
+                    nld::fail_argument("canvas[" + std::to_string(i) + "] = " + std::to_string(p.canvas[i]) +
+                                       " is neither a token id nor the mask id " + std::to_string(hp.mask_token_id));
+            if ((int64_t)n_prompt + p.n_canvas > c.cache.capacity())
+                throw nld::error(NLD_ERR_CONTEXT_FULL, "infill: the prompt (" + std::to_string(n_prompt) +
+                                 " tokens) and the canvas (" + std::to_string(p.n_canvas) +
+                                 ") do not fit n_ctx " + std::to_string(c.cache.capacity()));
+            if (p.max_thinking_tokens >= 0) nld::fail_argument("infill has no thinking budget");
+            g.canvas.assign(p.canvas, p.canvas + p.n_canvas);
+            g.max_new_tokens = p.n_canvas;  // the whole canvas comes out
+            g.stop_tokens.clear();          // an EOS the canvas holds or gets does not end it
+        } else if (p.canvas || p.n_canvas) {
+            nld::fail_argument("canvas applies to mode infill only");
+        }
         auto handle = std::make_unique<nld_generator>();
         handle->impl = std::make_unique<nld::generator>(c, std::vector<int32_t>(prompt, prompt + n_prompt), g);
         *out_gen = handle.release();

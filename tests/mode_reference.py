@@ -304,6 +304,36 @@ def diffusion_generate(ref: RefModel, prompt: list[int], max_new_tokens: int, bl
 
 
 @single_thread()
+def infill_generate(ref: RefModel, prompt: list[int], canvas: list[int], block_length: int,
+                    threshold: float) -> RefResult:
+    """docs/generation.md "Infill": the canvas (mask id where to fill) after
+    the prompt, in blocks of block_length; a mask at a block's index 0 takes
+    the causal choice there; each block is denoised until no mask is left
+    (threshold 0: its masks spread over its length in passes, remainder
+    first), then committed by a causal pass unless it is the last."""
+    mask, prompt = ref.mask_id, list(prompt)
+    res = RefResult([], 0, "length")
+    out = res.tokens
+    seed = _choose(ref, ref.causal_logits(prompt)[-1:], res)[0][0]  # prefill: not counted
+    for start in range(0, len(canvas), block_length):
+        block = list(canvas[start:start + block_length])
+        if block[0] == mask:
+            block[0] = seed
+        n_masks, step = block.count(mask), 0
+        while mask in block:
+            k = max(1, n_masks // len(block) + (1 if step < n_masks % len(block) else 0))
+            n = _denoise_pass(ref, prompt + out, block, False, threshold, k, res)
+            res.nfe += 1
+            res.multi_commits += n >= 2
+            step += 1
+        out.extend(block)
+        if start + block_length < len(canvas):
+            seed = _choose(ref, ref.causal_logits(prompt + out)[-1:], res)[0][0]  # commit pass
+            res.nfe += 1
+    return res
+
+
+@single_thread()
 def linear_spec_generate(ref: RefModel, prompt: list[int], max_new_tokens: int, block_length: int,
                          threshold: float, use_lora: bool, stop_ids: Iterable[int],
                          n_ctx: int | None = None) -> RefResult:

@@ -77,9 +77,12 @@ typedef enum nld_mode {
     NLD_MODE_DIFFUSION = 1,      /* block diffusion with confidence commit */
     NLD_MODE_SPEC = 2,           /* linear self-speculation */
     NLD_MODE_SPEC_QUADRATIC = 3, /* quadratic self-speculation */
-    NLD_MODE_AUTO = 4            /* per step, an AR step or a linear speculation
+    NLD_MODE_AUTO = 4,           /* per step, an AR step or a linear speculation
                                     round of the draft length the context's cost
                                     model says is fastest; exact as AR */
+    NLD_MODE_INFILL = 5          /* the canvas (known tokens, mask ids where to
+                                    fill) after the prompt, denoised as diffusion
+                                    blocks; known tokens are never changed */
 } nld_mode;
 
 typedef enum nld_finish {
@@ -131,6 +134,10 @@ typedef struct nld_generate_params {
     int32_t ignore_eos;      /* 1: the model's EOS does not stop (stop_tokens still do) */
     int32_t adaptive_block;  /* spec: 1 chooses the draft length per round in
                                 [2, block_length] by the cost model (threshold 0) */
+    const int32_t* canvas;   /* infill: n_canvas tokens, the model's mask id where
+                                to fill; the output is the whole canvas decided
+                                (max_new_tokens and stop tokens do not apply) */
+    int32_t n_canvas;
 } nld_generate_params;
 
 /* What one step did, and the running counters. */

@@ -12,15 +12,6 @@ namespace nld {
 
 namespace {
 
-// Emits the block's decided prefix past what was already emitted. Returns
-// true while generation goes on.
-bool emit_decided_prefix(generator& g) {
-    while (g.block_emitted_ < (int32_t)g.block_.size() && g.block_[g.block_emitted_] != g.mask_id()) {
-        if (!g.emit(g.block_[g.block_emitted_++])) return false;
-    }
-    return true;
-}
-
 // Starts a block at the current cache length: [seed, M x (B-1)], with
 // </think> placed at the budget position when this block crosses it.
 void start_block(generator& g) {
@@ -35,7 +26,7 @@ void start_block(generator& g) {
     g.block_emitted_ = 0;
     g.canvas = g.block_;
     g.phase_ = gen_phase::denoise;
-    if (!emit_decided_prefix(g)) return;
+    if (!g.emit_decided_prefix()) return;
     if (!g.block_fits()) g.set_finish(finish_reason::context);
 }
 
@@ -65,7 +56,7 @@ bool take_diffusion(generator& g, const float* logits) {
         g.commit_confident(g.block_, logits, g.params_.threshold, fixed);
         g.block_pass_ += 1;
         g.canvas = g.block_;
-        if (!emit_decided_prefix(g)) return true;
+        if (!g.emit_decided_prefix()) return true;
         if (g.block_emitted_ < B) return true;  // masks remain: the next step denoises again
         g.phase_ = gen_phase::commit;            // the same step runs the commit pass
         return false;

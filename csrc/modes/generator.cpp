@@ -25,6 +25,8 @@ bool plan_spec_quadratic(generator&, forward_request&);
 bool take_spec_quadratic(generator&, const float*);
 bool plan_auto(generator&, forward_request&);
 bool take_auto(generator&, const float*);
+bool plan_infill(generator&, forward_request&);
+bool take_infill(generator&, const float*);
 
 namespace {
 
@@ -106,6 +108,7 @@ bool generator::plan(forward_request& req, int32_t max_prefill_rows) {
             case gen_mode::spec_linear: needed = plan_spec_linear(*this, req); break;
             case gen_mode::spec_quadratic: needed = plan_spec_quadratic(*this, req); break;
             case gen_mode::automatic: needed = plan_auto(*this, req); break;
+            case gen_mode::infill: needed = plan_infill(*this, req); break;
             }
         }
     }
@@ -130,6 +133,7 @@ bool generator::take(const float* logits) {
         case gen_mode::spec_linear: done = take_spec_linear(*this, logits); break;
         case gen_mode::spec_quadratic: done = take_spec_quadratic(*this, logits); break;
         case gen_mode::automatic: done = take_auto(*this, logits); break;
+        case gen_mode::infill: done = take_infill(*this, logits); break;
         }
     }
     if (done) {

@@ -21,9 +21,10 @@ namespace nld {
 
 // automatic: an AR step or a linear speculation round, whichever the cost
 // model and the drafts' acceptance say is faster (auto.cpp).
-enum class gen_mode { ar, diffusion, spec_linear, spec_quadratic, automatic };
+// infill: the caller's canvas of known tokens and masks, denoised (infill.cpp).
+enum class gen_mode { ar, diffusion, spec_linear, spec_quadratic, automatic, infill };
 // Where a generation is between forwards.
-enum class gen_phase { start, prefill, decode, denoise, commit, draft, verify, first_draft, round };
+enum class gen_phase { start, prefill, decode, denoise, commit, draft, verify, first_draft, round, done };
 
 // The forward a generation needs next.
 struct forward_request {
@@ -44,6 +45,7 @@ struct generate_params {
     int32_t think_end_token = -1;
     bool use_lora = true;            // drafts use the drafter LoRA when loaded
     bool adaptive_block = false;     // spec_linear: the draft length chosen per round in [2, block_length]
+    std::vector<int32_t> canvas;     // infill: known tokens and mask ids (max_new_tokens = its size, no stops)
 };
 
 class generator {
@@ -110,6 +112,13 @@ public:
     // it, threshold 0 commits `fixed_count` in confidence order. Returns how
     // many were committed.
     int32_t commit_confident(std::vector<int32_t>& block, const float* logits, float threshold, int32_t fixed_count);
+    // Emits block_ from block_emitted_ up to its first mask (block modes'
+    // decided prefix, streamed as it grows). False once generation ended.
+    bool emit_decided_prefix() {
+        while (block_emitted_ < (int32_t)block_.size() && block_[block_emitted_] != mask_id())
+            if (!emit(block_[block_emitted_++])) return false;
+        return true;
+    }
     int32_t mask_id() const { return ctx_.mdl.hp.mask_token_id; }
     int32_t n_vocab() const { return ctx_.mdl.hp.n_vocab; }
     bool block_fits() const { return ctx_.cache.n_cached() + params_.block_length <= ctx_.cache.capacity(); }
@@ -133,6 +142,8 @@ public:
     std::vector<int32_t> block_;    // diffusion: the block being denoised; linear: the draft; quadratic: the next draft
     int32_t block_pass_ = 0;        // diffusion: denoise passes in this block
     int32_t block_emitted_ = 0;     // diffusion: block indices already emitted
+    int32_t infill_next_ = 0;       // infill: canvas index of the current block
+    int32_t infill_masks_ = 0;      // infill: masks of the current block when it began
     int32_t round_k_ = 0;           // linear: the draft length of the round in progress
     int32_t ar_run_ = 0;            // auto: AR steps since the last round
     int32_t probe_interval_ = 32;   // auto: AR steps in a row before a probe round

@@ -397,6 +397,9 @@ class Model(CompletionMixin):
             ignore_eos=ignore_eos)
         if mode == "auto" or block_length == "auto":
             self._ensure_costs()
+        return self._start(toks, params, stop_buf)
+
+    def _start(self, toks: np.ndarray, params: Any, buffers: Any) -> Generator:
         self._busy.acquire("generate")
         try:
             ctx = self._live()  # closed while this call waited?
@@ -408,10 +411,40 @@ class Model(CompletionMixin):
             self._active = None
             self._busy.release()
 
-        gen = Generator(ctx, toks, params, keep_alive=(stop_buf, self), on_close=done,  # calls done() if it fails
+        gen = Generator(ctx, toks, params, keep_alive=(buffers, self), on_close=done,  # calls done() if it fails
                         scheduler=self._scheduler)
         self._active = weakref.ref(gen)
         return gen
+
+    def infill_steps(self, prefix: Sequence[int] | np.ndarray, canvas: Sequence[int | None], *,
+                     block_length: int | None = None, threshold: float | None = None, temperature: float = 0.0,
+                     top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> Generator:
+        """Fill the masked positions of `canvas` (None or the mask id), which
+        follows `prefix`, by diffusion's confidence-commit rule (threshold
+        default 0.9; 0: the fixed schedule); known tokens are never changed.
+        The canvas is denoised in blocks of block_length (default the
+        model's), each seeing the prefix, the blocks before it and itself both
+        ways: text after a gap helps fill it only inside the gap's block
+        (docs/generation.md "Infill"). Steps stream each block's canvas."""
+        toks = _as_tokens(prefix, "prefix")
+        mask = self.info.mask_token_id
+        if mask < 0:
+            raise ValueError("this model has no mask token: infill needs a diffusion model")
+        filled = [mask if t is None else t for t in canvas]
+        cells = _as_tokens(filled, "canvas")
+        params, stop_buf = generation_params(
+            mode="diffusion", max_tokens=max(1, len(cells)), block_length=block_length, threshold=threshold,
+            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, stop_tokens=(), max_thinking_tokens=None,
+            think_end_token=None, use_lora=False, ignore_eos=True)
+        params.mode = lib.NLD_MODE_INFILL
+        params.canvas = ffi.from_buffer("int32_t[]", cells)
+        params.n_canvas = len(cells)
+        self._live()
+        return self._start(toks, params, (stop_buf, cells))
+
+    def infill(self, prefix: Sequence[int] | np.ndarray, canvas: Sequence[int | None], **kwargs: Any) -> GenerationResult:
+        """infill_steps run to the end: tokens is the whole canvas decided."""
+        return run_to_end(self.infill_steps(prefix, canvas, **kwargs))
 
     def generate(self, prompt: Sequence[int] | np.ndarray, **kwargs: Any) -> GenerationResult:
         """Run a generation to the end (same arguments as generate_steps);
