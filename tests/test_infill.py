@@ -110,3 +110,26 @@ def test_canvas_too_long_for_the_context(world):
         model.infill([101] * 10, [None] * model.n_ctx)
     assert model.infill([101, 102], [None, 103]).tokens[1] == 103  # the context still works
 
+
+
+def test_infill_text_builds_the_canvas_as_the_tokenizer_does():
+    """infill_text: each placeholder becomes gap_tokens masks between the
+    pieces as `tokenizers` encodes them (the space before a gap left to
+    it); the known text comes back unchanged around the fills."""
+    from tokenizers import Tokenizer
+
+    from nld_cpp.models import default_model_path, render_prompt
+
+    with nld_cpp.Model(str(default_model_path()), n_ctx=256, n_threads=2) as model:
+        hf = Tokenizer.from_str(model.metadata_string("tokenizer.huggingface.json"))
+        prefix = render_prompt("Copy: a b c d e f")
+        got = model.infill_text(prefix, "a b [___] d e [___]", gap_tokens=1)
+        mask = model.info.mask_token_id
+        canvas = (hf.encode("a b", add_special_tokens=False).ids + [mask]
+                  + hf.encode(" d e", add_special_tokens=False).ids + [mask])
+        want = model.infill(hf.encode(prefix, add_special_tokens=False).ids, canvas)
+        assert got["tokens"] == want.tokens and got["n_forwards"] == want.n_forwards
+        assert [t for t, c in zip(got["tokens"], canvas) if c != mask] == [c for c in canvas if c != mask]
+        assert len(got["fills"]) == 2 and got["text"].startswith("a b") and " d e" in got["text"]
+        with pytest.raises(ValueError, match="no gap placeholder"):
+            model.infill_text(prefix, "a b c")

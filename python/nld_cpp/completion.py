@@ -228,6 +228,36 @@ class CompletionMixin:
         generator = self.generate_steps(ids, **params)  # type: ignore[attr-defined]
         return self._pieces(generator, ids, stops, think_end, params, canvas)
 
+    def infill_text(self, prefix: str, text: str, *, gap: str = "[___]", gap_tokens: int = 4,
+                    **kwargs: Any) -> Dict[str, Any]:
+        """Fill every `gap` placeholder of `text`, each with gap_tokens
+        tokens, by diffusion (Model.infill; keywords block_length, threshold,
+        temperature, seed). `text` follows `prefix` (for a chat model, the
+        rendered prompt up to the assistant's turn). A gap is guided by the
+        text after it when both lie in one block of the canvas
+        (docs/generation.md "Infill"). Returns {"text": the filled text,
+        "fills": each gap's text, "tokens", "n_forwards", "tokens_per_forward"
+        (filled tokens per forward)}."""
+        if not isinstance(gap_tokens, int) or gap_tokens < 1:
+            raise ValueError(f"gap_tokens must be an integer >= 1, got {gap_tokens!r}")
+        pieces = text.split(gap)
+        if len(pieces) < 2:
+            raise ValueError(f"text holds no gap placeholder {gap!r}")
+        canvas: List[Optional[int]] = []
+        spans: List[tuple] = []
+        for i, piece in enumerate(pieces):
+            if i + 1 < len(pieces):  # the space before a gap goes to the gap (BPE words carry their space)
+                piece = piece.rstrip(" ")
+            canvas.extend(self.tokenize(piece) if piece else [])
+            if i + 1 < len(pieces):
+                spans.append((len(canvas), len(canvas) + gap_tokens))
+                canvas.extend([None] * gap_tokens)
+        res = self.infill(self.tokenize(prefix), canvas, **kwargs)  # type: ignore[attr-defined]
+        n_filled = gap_tokens * len(spans)
+        return {"text": self.detokenize(res.tokens), "fills": [self.detokenize(res.tokens[a:b]) for a, b in spans],
+                "tokens": res.tokens, "n_forwards": res.n_forwards,
+                "tokens_per_forward": n_filled / res.n_forwards if res.n_forwards else float(n_filled)}
+
     def canvas_view(self, canvas: Sequence[int], step: int) -> Dict[str, Any]:
         """A block canvas for a user interface: its token ids and the text of
         each position, None where the position is still masked."""
