@@ -141,3 +141,19 @@ def test_chat_session(talker):
     finally:
         child.close()
     assert child.exitstatus == 0, child.before
+
+
+def test_infill_fills_the_gaps_as_the_python_api_does():
+    """`nld infill` prints the text with its gaps filled (the known text
+    unchanged), the same as Model.infill_text on the same prompt."""
+    import nld_cpp
+    from nld_cpp.models import default_model_path
+
+    res = run("infill", "-p", "Copy: a b c d e f", "--text", "a b [___] d e [___]", "--gap-tokens", "1", "--stats")
+    assert res.returncode == 0, res.stderr
+    with nld_cpp.Model(str(default_model_path()), n_ctx=256, n_threads=2) as model:
+        prefix = model.apply_chat_template([{"role": "user", "content": "Copy: a b c d e f"}], enable_thinking=False)
+        want = model.infill_text(prefix, "a b [___] d e [___]", gap_tokens=1)
+    assert res.stdout.strip() == want["text"].strip()
+    assert res.stdout.startswith("a b") and "infill: 2 tokens in 2 gaps" in res.stderr
+    one_line_error(run("infill", "-p", "x", "--text", "no gap here"), "no gap placeholder")

@@ -1,5 +1,6 @@
 """The `nld` command: `run` (one answer, streamed), `chat` (an interactive
-chat with history), `info` (what a model file holds). Without -m, run and
+chat with history), `infill` (fill the gaps of a text, cli_infill.py),
+`info` (what a model file holds). Without -m, run and
 chat use the embedded default model. Errors are one line on stderr with
 exit code 1, never a traceback.
 
@@ -77,7 +78,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nld", description="Run Nemotron-Labs-Diffusion models locally.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,info}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,chat,infill,info}")
     run = sub.add_parser("run", help="answer one prompt, streamed to stdout")
     _add_model_args(run)
     run.add_argument("-p", "--prompt", required=True, help="the user message (or raw text with --raw)")
@@ -88,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(chat)
     chat.add_argument("-s", "--system", default=None, help="a system prompt")
     _add_sampling_args(chat)
+    from .cli_infill import add_parser as add_infill
+
+    add_infill(sub, _add_model_args)
     info = sub.add_parser("info", help="describe a model file")
     info.add_argument("model", nargs="?", help="GGUF model file (default: the embedded tiny model)")
     return parser
@@ -390,7 +394,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "chat": cmd_chat, "info": cmd_info}
+    from .cli_infill import cmd_infill
+
+    commands = {"run": cmd_run, "chat": cmd_chat, "info": cmd_info,
+                "infill": lambda a: cmd_infill(a, load_model, MASK_GLYPH)}
     try:
         return commands[args.command](args)
     except CliError as exc:

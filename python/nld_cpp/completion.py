@@ -238,6 +238,18 @@ class CompletionMixin:
         (docs/generation.md "Infill"). Returns {"text": the filled text,
         "fills": each gap's text, "tokens", "n_forwards", "tokens_per_forward"
         (filled tokens per forward)}."""
+        canvas, spans = self.infill_canvas(text, gap=gap, gap_tokens=gap_tokens)
+        res = self.infill(self.tokenize(prefix), canvas, **kwargs)  # type: ignore[attr-defined]
+        n_filled = gap_tokens * len(spans)
+        return {"text": self.detokenize(res.tokens), "fills": [self.detokenize(res.tokens[a:b]) for a, b in spans],
+                "tokens": res.tokens, "n_forwards": res.n_forwards,
+                "tokens_per_forward": n_filled / res.n_forwards if res.n_forwards else float(n_filled)}
+
+    def infill_canvas(self, text: str, *, gap: str = "[___]", gap_tokens: int = 4) -> tuple:
+        """(canvas, spans) for Model.infill: the pieces of `text` between
+        `gap` placeholders tokenized, each placeholder gap_tokens masks
+        (None) that take the spaces before it; spans are the gaps' [start,
+        end) canvas indices."""
         if not isinstance(gap_tokens, int) or gap_tokens < 1:
             raise ValueError(f"gap_tokens must be an integer >= 1, got {gap_tokens!r}")
         pieces = text.split(gap)
@@ -252,11 +264,7 @@ class CompletionMixin:
             if i + 1 < len(pieces):
                 spans.append((len(canvas), len(canvas) + gap_tokens))
                 canvas.extend([None] * gap_tokens)
-        res = self.infill(self.tokenize(prefix), canvas, **kwargs)  # type: ignore[attr-defined]
-        n_filled = gap_tokens * len(spans)
-        return {"text": self.detokenize(res.tokens), "fills": [self.detokenize(res.tokens[a:b]) for a, b in spans],
-                "tokens": res.tokens, "n_forwards": res.n_forwards,
-                "tokens_per_forward": n_filled / res.n_forwards if res.n_forwards else float(n_filled)}
+        return canvas, spans
 
     def canvas_view(self, canvas: Sequence[int], step: int) -> Dict[str, Any]:
         """A block canvas for a user interface: its token ids and the text of
