@@ -333,6 +333,42 @@ def infill_generate(ref: RefModel, prompt: list[int], canvas: list[int], block_l
     return res
 
 
+def _confidence(row: torch.Tensor, token: int) -> float:
+    return float(torch.softmax(row.double(), dim=-1)[token])
+
+
+@single_thread()
+def leave_one_out(ref: RefModel, prompt: list[int], span: list[int], block_length: int) -> list[float]:
+    """nld_cpp.revise's scores: per block, index 0 by the causal row before
+    it, every other index with it alone masked in a bidirectional pass."""
+    confs: list[float] = []
+    for start in range(0, len(span), block_length):
+        block, before = span[start:start + block_length], list(prompt) + list(span[:start])
+        confs.append(_confidence(ref.causal_logits(before)[-1], block[0]))
+        probes = [block[:i] + [ref.mask_id] + block[i + 1:] for i in range(1, len(block))]
+        if probes:
+            rows = ref.block_logits_batch([before] * len(probes), probes, False)
+            confs += [_confidence(rows[j][j + 1], block[j + 1]) for j in range(len(probes))]
+    return confs
+
+
+def revise(ref: RefModel, prompt: list[int], span: list[int], k: int, rounds: int, block_length: int,
+           threshold: float, positions: list[int] | None = None) -> tuple[list[int], list[list[tuple]], list[float]]:
+    """docs/generation.md "Revision": (tokens, per round [(position, old,
+    new)], final confidences)."""
+    tokens, changes = list(span), []
+    confs = leave_one_out(ref, prompt, tokens, block_length)
+    for _ in range(rounds):
+        chosen = positions if positions is not None else sorted(range(len(tokens)), key=lambda i: (confs[i], i))[:k]
+        canvas = [ref.mask_id if i in chosen else t for i, t in enumerate(tokens)]
+        filled = infill_generate(ref, prompt, canvas, block_length, threshold).tokens
+        changes.append([(i, tokens[i], filled[i]) for i in sorted(chosen) if filled[i] != tokens[i]])
+        tokens, confs = filled, leave_one_out(ref, prompt, filled, block_length)
+        if not changes[-1]:
+            break
+    return tokens, changes, confs
+
+
 @single_thread()
 def linear_spec_generate(ref: RefModel, prompt: list[int], max_new_tokens: int, block_length: int,
                          threshold: float, use_lora: bool, stop_ids: Iterable[int],

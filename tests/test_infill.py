@@ -7,6 +7,7 @@ output; bad canvases are refused by name."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import mode_reference
@@ -133,3 +134,51 @@ def test_infill_text_builds_the_canvas_as_the_tokenizer_does():
         assert len(got["fills"]) == 2 and got["text"].startswith("a b") and " d e" in got["text"]
         with pytest.raises(ValueError, match="no gap placeholder"):
             model.infill_text(prefix, "a b c")
+
+
+# -- revision ------------------------------------------------------------------
+
+def planted(world, variant: str, prompt_name: str, n_errors: int) -> tuple[list[int], list[int]]:
+    """The reference's AR continuation with n_errors tokens replaced by
+    other ids (deterministic picks)."""
+    ref = world.ref(variant)
+    prompt = world.prompt(variant, prompt_name)
+    text = mode_reference.ar_generate(ref, prompt, CANVAS_LENGTH, []).tokens
+    for j in range(n_errors):
+        i = (3 + 5 * j) % len(text)
+        text[i] = 101 + (text[i] * 7 + j) % 50
+    return prompt, text
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_revision_matches_the_reference(variant, world):
+    """The same positions re-decided to the same tokens, round by round, and
+    the same leave-one-out confidences (1e-4), for k lowest and for named
+    positions, across blocks and in one."""
+    model = world.model(variant)
+    ref = world.ref(variant)
+    for prompt_name in ("short", "long"):
+        for n_errors, k, block, positions in [(0, 1, 16, None), (2, 2, 4, None), (1, 3, 8, None), (2, 1, 8, [3, 8])]:
+            prompt, span = planted(world, variant, prompt_name, n_errors)
+            want_tokens, want_changes, want_confs = mode_reference.revise(ref, prompt, span, k, 3, block, 0.9,
+                                                                         positions)
+            got = model.revise(prompt, span, k=k, rounds=3, block_length=block, threshold=0.9, positions=positions)
+            where = (prompt_name, n_errors, k, block, positions)
+            assert got.tokens == want_tokens, where
+            assert [[(c.position, c.old, c.new) for c in r] for r in got.changes] == want_changes, where
+            np.testing.assert_allclose(got.confidences, want_confs, atol=1e-4, err_msg=str(where))
+            for r in got.changes:  # every change carries its confidences
+                assert all(0.0 <= c.old_confidence <= 1.0 and 0.0 <= c.new_confidence <= 1.0 for c in r)
+            untouched = set(range(len(span))) - {c.position for r in got.changes for c in r}
+            assert all(got.tokens[i] == span[i] for i in untouched), where
+
+
+def test_revision_refuses_bad_arguments(world):
+    model = world.model("gqa2_yarn4")
+    span = [101, 102, 103]
+    for kw, needle in [(dict(k=0), "k must be"), (dict(k=4), "k must be"), (dict(rounds=0), "rounds"),
+                       (dict(positions=[3]), "positions must be"), (dict(positions=[]), "positions must be")]:
+        with pytest.raises(ValueError, match=needle):
+            model.revise([101], span, **kw)
+    with pytest.raises(ValueError, match="mask id"):
+        model.revise([101], [101, model.info.mask_token_id])

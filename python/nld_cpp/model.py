@@ -68,20 +68,30 @@ class _Busy:
     """Serializes the calls that use one context (forward, truncate, a
     generation from its start to its end). A call from another thread waits
     for the running one; a call from the thread whose generation is still
-    open raises instead of waiting for itself."""
+    open raises instead of waiting for itself. A session (revise) holds the
+    context across several such calls of its own thread."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._session: int | None = None
+        self._depth = 0
 
     def acquire(self, what: str) -> None:
-        if self._owner == threading.get_ident():
+        me = threading.get_ident()
+        if self._session == me:  # a call inside this thread's session
+            self._depth += 1
+            return
+        if self._owner == me:
             raise RuntimeError(f"{what}: this Model's generation on this thread is still open; "
                                "iterate it to the end or close it first")
         self._lock.acquire()
-        self._owner = threading.get_ident()
+        self._owner = me
 
     def release(self) -> None:
+        if self._session == threading.get_ident() and self._depth > 0:
+            self._depth -= 1
+            return
         self._owner = None
         self._lock.release()
 
@@ -91,6 +101,17 @@ class _Busy:
         try:
             yield
         finally:
+            self.release()
+
+    @contextlib.contextmanager
+    def session(self, what: str) -> Iterator[None]:
+        self.acquire(what)
+        self._session = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._session = None
+            self._depth = 0
             self.release()
 
 
@@ -445,6 +466,19 @@ class Model(CompletionMixin):
     def infill(self, prefix: Sequence[int] | np.ndarray, canvas: Sequence[int | None], **kwargs: Any) -> GenerationResult:
         """infill_steps run to the end: tokens is the whole canvas decided."""
         return run_to_end(self.infill_steps(prefix, canvas, **kwargs))
+
+    def revise(self, prefix: Sequence[int] | np.ndarray, span: Sequence[int], *, k: int = 1,
+               positions: Sequence[int] | None = None, rounds: int = 1, block_length: int | None = None,
+               threshold: float | None = None) -> Any:
+        """Re-decide the k tokens of `span` (after `prefix`) the model is
+        least sure of, or the given positions, by infill, for up to `rounds`
+        rounds or until one changes nothing; a nld_cpp.revise.RevisionResult
+        (docs/generation.md "Revision"). Holds the context throughout."""
+        from .revise import revise
+
+        with self._busy.session("revise"):
+            return revise(self, prefix, span, k=k, positions=positions, rounds=rounds, block_length=block_length,
+                          threshold=threshold)
 
     def generate(self, prompt: Sequence[int] | np.ndarray, **kwargs: Any) -> GenerationResult:
         """Run a generation to the end (same arguments as generate_steps);
