@@ -353,13 +353,18 @@ def leave_one_out(ref: RefModel, prompt: list[int], span: list[int], block_lengt
 
 
 def revise(ref: RefModel, prompt: list[int], span: list[int], k: int, rounds: int, block_length: int,
-           threshold: float, positions: list[int] | None = None) -> tuple[list[int], list[list[tuple]], list[float]]:
+           threshold: float, positions: list[int] | None = None,
+           below: float = 1.0) -> tuple[list[int], list[list[tuple]], list[float]]:
     """docs/generation.md "Revision": (tokens, per round [(position, old,
     new)], final confidences)."""
     tokens, changes = list(span), []
     confs = leave_one_out(ref, prompt, tokens, block_length)
     for _ in range(rounds):
-        chosen = positions if positions is not None else sorted(range(len(tokens)), key=lambda i: (confs[i], i))[:k]
+        weak = [i for i in range(len(tokens)) if confs[i] < below]
+        chosen = positions if positions is not None else sorted(weak, key=lambda i: (confs[i], i))[:k]
+        if not chosen:
+            changes.append([])
+            break
         canvas = [ref.mask_id if i in chosen else t for i, t in enumerate(tokens)]
         filled = infill_generate(ref, prompt, canvas, block_length, threshold).tokens
         changes.append([(i, tokens[i], filled[i]) for i in sorted(chosen) if filled[i] != tokens[i]])

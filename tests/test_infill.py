@@ -158,12 +158,14 @@ def test_revision_matches_the_reference(variant, world):
     model = world.model(variant)
     ref = world.ref(variant)
     for prompt_name in ("short", "long"):
-        for n_errors, k, block, positions in [(0, 1, 16, None), (2, 2, 4, None), (1, 3, 8, None), (2, 1, 8, [3, 8])]:
+        for n_errors, k, block, positions, below in [(0, 1, 16, None, 1.0), (2, 2, 4, None, 1.0), (1, 3, 8, None, 0.05),
+                                                     (2, 1, 8, [3, 8], 1.0), (2, 4, 16, None, 0.01)]:
             prompt, span = planted(world, variant, prompt_name, n_errors)
             want_tokens, want_changes, want_confs = mode_reference.revise(ref, prompt, span, k, 3, block, 0.9,
-                                                                         positions)
-            got = model.revise(prompt, span, k=k, rounds=3, block_length=block, threshold=0.9, positions=positions)
-            where = (prompt_name, n_errors, k, block, positions)
+                                                                         positions, below)
+            got = model.revise(prompt, span, k=k, rounds=3, block_length=block, threshold=0.9, positions=positions,
+                               below=below)
+            where = (prompt_name, n_errors, k, block, positions, below)
             assert got.tokens == want_tokens, where
             assert [[(c.position, c.old, c.new) for c in r] for r in got.changes] == want_changes, where
             np.testing.assert_allclose(got.confidences, want_confs, atol=1e-4, err_msg=str(where))
@@ -177,6 +179,7 @@ def test_revision_refuses_bad_arguments(world):
     model = world.model("gqa2_yarn4")
     span = [101, 102, 103]
     for kw, needle in [(dict(k=0), "k must be"), (dict(k=4), "k must be"), (dict(rounds=0), "rounds"),
+                       (dict(below=0.0), "below must be"), (dict(below=2.0), "below must be"),
                        (dict(positions=[3]), "positions must be"), (dict(positions=[]), "positions must be")]:
         with pytest.raises(ValueError, match=needle):
             model.revise([101], span, **kw)

@@ -469,16 +469,16 @@ class Model(CompletionMixin):
 
     def revise(self, prefix: Sequence[int] | np.ndarray, span: Sequence[int], *, k: int = 1,
                positions: Sequence[int] | None = None, rounds: int = 1, block_length: int | None = None,
-               threshold: float | None = None) -> Any:
+               threshold: float | None = None, below: float = 1e-3) -> Any:
         """Re-decide the k tokens of `span` (after `prefix`) the model is
-        least sure of, or the given positions, by infill, for up to `rounds`
+        least sure of (scoring under `below`), or the given positions, by infill, for up to `rounds`
         rounds or until one changes nothing; a nld_cpp.revise.RevisionResult
         (docs/generation.md "Revision"). Holds the context throughout."""
         from .revise import revise
 
         with self._busy.session("revise"):
             return revise(self, prefix, span, k=k, positions=positions, rounds=rounds, block_length=block_length,
-                          threshold=threshold)
+                          threshold=threshold, below=below)
 
     def generate(self, prompt: Sequence[int] | np.ndarray, **kwargs: Any) -> GenerationResult:
         """Run a generation to the end (same arguments as generate_steps);
