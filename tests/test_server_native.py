@@ -222,3 +222,41 @@ def test_health_is_503_while_the_model_loads(monkeypatch):
                 break
             threading.Event().wait(0.1)
         assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_infill_fills_the_gap_between_prefix_and_suffix(server, local):
+    """POST /infill, llama-server's form: content is the gap's text, the
+    same as Model.infill on the canvas [n_predict masks] + suffix after the
+    prefix; the NLD form with placeholders agrees with infill_text; counted
+    in /metrics under mode infill."""
+    prefix = local.apply_chat_template([{"role": "user", "content": "Copy: a b c d e f"}], enable_thinking=False)
+    prefix += "a b"
+    before = metric(server, "nld:requests_total", "infill")
+    status, got = server.json("POST", "/infill", {"input_prefix": prefix, "input_suffix": " d e f", "n_predict": 1,
+                                                  "temperature": 0})
+    assert status == 200, got
+    canvas = [None] + local.tokenize(" d e f")
+    want = local.infill(local.tokenize(prefix), canvas, temperature=0.0)
+    assert got["tokens"] == want.tokens[:1] and got["content"] == local.detokenize(want.tokens[:1])
+    assert got["stop"] is True and got["tokens_predicted"] == 1 and got["nld"]["mode"] == "infill"
+    assert got["nld"]["forwards"] == want.n_forwards and got["timings"]["predicted_n"] == 1
+    assert metric(server, "nld:requests_total", "infill") == before + 1
+
+    status, nld = server.json("POST", "/infill", {"input_prefix": prefix[:-len("a b")], "text": "a b [___] d e [___]",
+                                                  "gap_tokens": 1, "temperature": 0})
+    assert status == 200, nld
+    want_text = local.infill_text(prefix[:-len("a b")], "a b [___] d e [___]", gap_tokens=1)
+    assert nld["nld"]["fills"] == want_text["fills"] and nld["nld"]["canvas"] == want_text["text"]
+
+
+@pytest.mark.parametrize("body,needle", [
+    ({"input_prefix": "x", "input_suffix": "y", "stream": True}, "stream"),
+    ({"input_prefix": "x", "n_predict": 0}, "n_predict"),
+    ({"input_prefix": "x", "text": "no gap"}, "no gap placeholder"),
+    ({"input_prefix": 5}, "input_prefix must be a string"),
+    ({"input_prefix": "x", "input_extra": "notalist"}, "input_extra"),
+    ({"input_prefix": "x", "n_predict": 100000}, "n_predict"),
+])
+def test_infill_refuses_bad_requests_by_name(server, body, needle):
+    status, got = server.json("POST", "/infill", body)
+    assert status == 400 and needle in got["error"]["message"], got

@@ -32,6 +32,7 @@ from ..generation import MODES
 from . import params
 from .errors import ApiError, bad_request
 from .generate import serve
+from .infill import infill_job
 from .metrics import Metrics
 from .params import Defaults
 from .slots import Slot, SlotPool
@@ -166,6 +167,13 @@ async def completions(request: Request) -> Any:
     st = _state(request)
     model = st.ready()
     job = params.completion_job(await read_json(request), model, st.defaults, st.n_ctx)
+    return await serve(request, st, job)
+
+
+async def infill(request: Request) -> Any:
+    st = _state(request)
+    model = st.ready()
+    job = infill_job(await read_json(request), model, st.defaults, st.n_ctx)
     return await serve(request, st, job)
 
 
@@ -332,7 +340,8 @@ def create_app(args: Any, on_load_failure: Any = None) -> Starlette:
         Route("/tokenize", tokenize, methods=gen), Route("/detokenize", detokenize, methods=gen),
         Route("/apply-template", apply_template, methods=gen),
         *[Route(p, not_supported, methods=["GET", "POST"]) for p in
-          ("/v1/embeddings", "/embeddings", "/embedding", "/infill", "/rerank", "/reranking", "/v1/rerank")],
+          ("/v1/embeddings", "/embeddings", "/embedding", "/rerank", "/reranking", "/v1/rerank")],
+        Route("/infill", infill, methods=gen),
         Route("/", index),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]

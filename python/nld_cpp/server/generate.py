@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import ApiError, from_exception
+from .infill import infill_response, infill_result
 from .params import Job
 from .slots import QueueFull, Running, Slot, common_prefix, queue_full_error
 
@@ -157,6 +158,10 @@ class Served:
                "timings": self.timings(stats), "nld": public_stats(chunk["nld"])}
 
     def shape(self, chunk: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+        if self.job.route == "infill":
+            stats = dict(chunk["nld"], usage=chunk["usage"])
+            return infill_response(chunk, self.job, self.slot.id, self.state.alias, self.state.n_ctx,
+                                   self.timings(stats), public_stats(chunk["nld"]))
         return self.native(chunk) if self.job.route == "native" else self.openai(chunk)
 
 
@@ -164,6 +169,8 @@ def start_job(job: Job, model: Any) -> Iterator[Any]:
     """On the worker thread: the Python API's call for this job, as an
     iterator of chunks (one result dict when not streaming)."""
     kw = dict(job.kwargs)
+    if job.route == "infill":
+        return iter([infill_result(model, job)])
     if job.route == "chat":
         out = model._chat_completion(job.prompt_ids, job.think_end, job.stream, kw)
     else:

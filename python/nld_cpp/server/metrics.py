@@ -20,7 +20,7 @@ class Metrics:
         self.predicted_tokens = 0
         self.predicted_seconds = 0.0
         self.requests_refused = 0
-        self.per_mode: Dict[str, collections.Counter] = {m: collections.Counter() for m in MODES}
+        self.per_mode: Dict[str, collections.Counter] = {m: collections.Counter() for m in (*MODES, "infill")}
 
     def record(self, mode: str, stats: Dict[str, Any], prompt_evaluated: int) -> None:
         """One finished generation (stats: the Python API's `nld` dict with usage)."""
