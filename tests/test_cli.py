@@ -157,3 +157,20 @@ def test_infill_fills_the_gaps_as_the_python_api_does():
     assert res.stdout.strip() == want["text"].strip()
     assert res.stdout.startswith("a b") and "infill: 2 tokens in 2 gaps" in res.stderr
     one_line_error(run("infill", "-p", "x", "--text", "no gap here"), "no gap placeholder")
+
+
+def test_infill_visual_redraws_the_block_under_a_terminal():
+    """--visual on a terminal: the block is drawn with shaded masked cells,
+    then the line is replaced by the filled text."""
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(NLD[0], NLD[1:] + ["infill", "-p", "Repeat: The dog sleeps on the warm mat.", "--text",
+                                             "The dog [___] on the warm mat.", "--gap-tokens", "3", "--visual",
+                                             "--threshold", "0"],
+                          encoding="utf-8", timeout=60, dimensions=(40, 200))
+    child.expect(pexpect.EOF)
+    out = child.before
+    child.close()
+    assert child.exitstatus == 0, out
+    assert "\u2591" in out and "step 1" in out  # a masked cell was shown, then the steps
+    final = out.replace("\r\n", "\n").split("\r")[-1]
+    assert final.startswith("\x1b[K") and "The dog" in final and "on the warm mat." in final

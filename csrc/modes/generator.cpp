@@ -183,10 +183,11 @@ bool generator::emit(int32_t t) {
     if (finished()) return false;
     output.push_back(t);
     new_tokens.push_back(t);
-    ctx_.acceptance.tokens += 1.0;
+    const bool counted = params_.mode != gen_mode::infill;  // a canvas says nothing of where texts end
+    if (counted) ctx_.acceptance.tokens += 1.0;
     if (is_stop(t)) {
         set_finish(finish_reason::stop);
-        ctx_.acceptance.stops += 1.0;
+        if (counted) ctx_.acceptance.stops += 1.0;
     }
     else if ((int32_t)output.size() >= params_.max_new_tokens) set_finish(finish_reason::length);
     return !finished();
