@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "backend/backend.h"
 #include "backend/cpu/ops.h"
 #include "backend/cpu/threadpool.h"
 #include "context.h"
@@ -192,8 +193,11 @@ nld_model_params nld_model_default_params(void) {
     std::memset(&p, 0, sizeof p);
     p.n_threads = 0;
     p.lora_path = nullptr;
+    p.n_gpu_layers = 0;
     return p;
 }
+
+int32_t nld_cuda_device_count(void) { return nld::cuda_device_count(nullptr); }
 
 nld_context_params nld_context_default_params(void) {
     nld_context_params p;
@@ -219,8 +223,10 @@ nld_status nld_model_load(const char* path, const nld_model_params* params, nld_
     NLD_REQUIRE(path != nullptr, "nld_model_load: path is NULL");
     const nld_model_params p = params ? *params : nld_model_default_params();
     return guarded("nld_model_load", [&] {
+        const nld::backend& be = nld::select_backend(p.n_gpu_layers);  // refused before any byte is read
         auto handle = std::make_unique<nld_model>();
         handle->impl = nld::load_model(path, p.lora_path);
+        handle->impl->be = &be;
         *out_model = handle.release();
         return NLD_OK;
     });

@@ -1,5 +1,6 @@
 // forward.cpp: the Ministral-3 / NLD forward pass (spec/nld-model.md section
-// 4), one function over the CPU ops, intermediates named as in the spec so
+// 4), one function over the ops of the model's backend (backend/backend.h;
+// the CPU's by default), intermediates named as in the spec so
 // they can be dumped and compared with PyTorch. Which keys each row sees,
 // which rows use the drafter LoRA and which rows are committed to the cache
 // come from the row_layout (context.h).
@@ -7,6 +8,7 @@
 #include <cmath>
 #include <string>
 
+#include "backend/backend.h"
 #include "context.h"
 #include "error.h"
 
@@ -82,6 +84,8 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
         check_layout(*parts[i].ctx, *parts[i].layout);
     }
     const hparams& hp = m.hp;
+    const backend& be = *m.be;
+    exec ex{pool};
     const int64_t E = hp.n_embd, HD = hp.head_dim, Q = (int64_t)hp.n_head * HD, KV = (int64_t)hp.n_head_kv * HD;
 
     // The rows of all parts, one after another: part i at rows [first[i], first[i] + n_i).
@@ -113,8 +117,7 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
     }
 
     for (int32_t i = 0; i < n_parts; ++i)  // h = E[token]
-        for (int64_t t = 0; t < parts[i].layout->size(); ++t)
-            weight_row_to_f32(m.tok_embd, parts[i].tokens[t], &s.hidden[(first[i] + t) * E]);
+        be.embed(ex, m.tok_embd, parts[i].tokens, parts[i].layout->size(), &s.hidden[first[i] * E]);
 
     rope_angles angles;  // cos, sin: (n, HD / 2) each, shared by every layer
     compute_rope_angles(positions.data(), n, m.rope_inv_freq.data(), HD / 2, hp.yarn_attn_factor, angles);
@@ -125,16 +128,15 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
         const layer_weights& L = m.layers[il];
 
         // x = rmsnorm(h); q, k, v projections
-        rmsnorm(s.hidden.data(), L.attn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
+        be.rmsnorm(ex, s.hidden.data(), L.attn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
         const weight_matrix* qkv[3] = {&L.wq, &L.wk, &L.wv};
         float* qkv_out[3] = {s.q.data(), s.k.data(), s.v.data()};
-        matmul_same_input(pool, qkv, qkv_out, 3, s.normed.data(), n);
+        be.matmul_same_input(ex, qkv, qkv_out, 3, s.normed.data(), n);
 
         // RoPE on q and k at absolute positions, then the query scale.
-        rope_adjacent(s.q.data(), n, hp.n_head, HD, angles);
-        rope_adjacent(s.k.data(), n, hp.n_head_kv, HD, angles);
-        for (int64_t t = 0; t < n; ++t)
-            for (int64_t i = 0; i < Q; ++i) s.q[t * Q + i] *= q_scale[t];
+        be.rope(ex, s.q.data(), n, hp.n_head, HD, angles);
+        be.rope(ex, s.k.data(), n, hp.n_head_kv, HD, angles);
+        be.scale_rows(ex, s.q.data(), q_scale.data(), n, Q);
 
         // Per sequence: a = softmax(q k^T / sqrt(head_dim) + mask) v over its
         // cache + its visible new rows; its committed rows' K/V join its cache
@@ -165,33 +167,33 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
                                     (int64_t)cache.value_head_bytes(),
                                     (int64_t)cache.value_row_bytes(),
                                     cache.n_cached()};
-            attention(pool, &s.q[r0 * Q], layer, k_seen, v_seen, visibility, &s.attn[r0 * Q], rows, hp.n_head,
-                      hp.n_head_kv, HD, softmax_scale);
+            be.attention(ex, &s.q[r0 * Q], layer, k_seen, v_seen, visibility, &s.attn[r0 * Q], rows, hp.n_head,
+                         hp.n_head_kv, HD, softmax_scale);
             cache.store(il, cache.n_cached(), l.n_commit, &s.k[r0 * KV], &s.v[r0 * KV]);
         }
 
         // h += a Wo^T (+ scale * (a A^T) B^T on each sequence's drafter rows)
-        matmul(pool, L.wo, s.attn.data(), s.proj.data(), n);
+        be.matmul(ex, L.wo, s.attn.data(), s.proj.data(), n);
         for (int32_t i = 0; i < n_parts; ++i) {
             const row_layout& l = *parts[i].layout;
             const int64_t n_lora = l.size() - l.lora_from, r0 = first[i] + l.lora_from;
             if (n_lora <= 0) continue;
             const lora_adapter& lora = *m.drafter;
             delta.resize((size_t)(n_lora * E));
-            matmul(pool, lora.a[il], &s.attn[r0 * Q], s.lora_mid.data(), n_lora);
-            matmul(pool, lora.b[il], s.lora_mid.data(), delta.data(), n_lora);
-            for (int64_t j = 0; j < n_lora * E; ++j) s.proj[r0 * E + j] += lora.scale * delta[j];
+            be.matmul(ex, lora.a[il], &s.attn[r0 * Q], s.lora_mid.data(), n_lora);
+            be.matmul(ex, lora.b[il], s.lora_mid.data(), delta.data(), n_lora);
+            be.add_scaled(ex, &s.proj[r0 * E], delta.data(), lora.scale, n_lora * E);
         }
-        for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];
+        be.add_scaled(ex, s.hidden.data(), s.proj.data(), 1.0f, n * E);
 
         // h += Wdown(silu(Wgate x) * Wup x)
-        rmsnorm(s.hidden.data(), L.ffn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
+        be.rmsnorm(ex, s.hidden.data(), L.ffn_norm, s.normed.data(), n, E, hp.rms_norm_eps);
         const weight_matrix* gate_up[2] = {&L.ffn_gate, &L.ffn_up};
         float* gate_up_out[2] = {s.gate.data(), s.up.data()};
-        matmul_same_input(pool, gate_up, gate_up_out, 2, s.normed.data(), n);
-        swiglu(pool, s.gate.data(), s.up.data(), n * hp.n_ff);
-        matmul(pool, L.ffn_down, s.gate.data(), s.proj.data(), n);
-        for (int64_t i = 0; i < n * E; ++i) s.hidden[i] += s.proj[i];
+        be.matmul_same_input(ex, gate_up, gate_up_out, 2, s.normed.data(), n);
+        be.swiglu(ex, s.gate.data(), s.up.data(), n * hp.n_ff);
+        be.matmul(ex, L.ffn_down, s.gate.data(), s.proj.data(), n);
+        be.add_scaled(ex, s.hidden.data(), s.proj.data(), 1.0f, n * E);
     }
 
     for (int32_t i = 0; i < n_parts; ++i) {
@@ -206,7 +208,7 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
     for (int32_t i = 0; i < n_parts; ++i) {
         const int32_t rows = logits_row_count(parts[i]);
         const int64_t from = first[i + 1] - rows;
-        rmsnorm(&s.hidden[from * E], m.output_norm, &s.normed[n_out * E], rows, E, hp.rms_norm_eps);
+        be.rmsnorm(ex, &s.hidden[from * E], m.output_norm, &s.normed[n_out * E], rows, E, hp.rms_norm_eps);
         n_out += rows;
     }
     if (n_out == 0) return;
@@ -216,7 +218,7 @@ void forward_batch(threadpool& pool, forward_scratch& s, const forward_part* par
         s.logits.resize((size_t)(n_out * V));
         out = s.logits.data();
     }
-    matmul(pool, m.output, s.normed.data(), out, n_out);
+    be.matmul(ex, m.output, s.normed.data(), out, n_out);
     if (n_parts == 1) return;
     for (int32_t i = 0, at = 0; i < n_parts; ++i) {
         const int32_t rows = logits_row_count(parts[i]);

@@ -12,6 +12,7 @@
 #include <string>
 #include <unordered_set>
 
+#include "backend/backend.h"
 #include "error.h"
 #include "memory.h"
 #include "quants/repack.h"
@@ -407,6 +408,7 @@ std::unique_ptr<model> open_model(const std::string& path, const char* lora_path
     }
     if (!adapter.empty()) m->drafter = load_lora(*m, adapter);
     m->memory = plan_weight_memory(*m);
+    m->be = &cpu_backend();  // the reference; a load asking for another chooses it after
     return m;
 }
 

@@ -86,6 +86,8 @@ struct weight_memory {
     uint64_t total() const { return file_bytes + copy_bytes; }
 };
 
+class backend;
+
 struct model {
     std::unique_ptr<gguf_file> file;
     bool hf_rope_order = false;  // a dream file: q/k rows re-ordered into `permuted` at load
@@ -99,6 +101,7 @@ struct model {
     weight_matrix output;              // (n_vocab, n_embd), untied in NLD files
     std::vector<float> rope_inv_freq;  // (head_dim / 2)
     std::unique_ptr<lora_adapter> drafter;  // null without an adapter file
+    const backend* be = nullptr;           // runs its forwards (backend/backend.h): the CPU's unless chosen
 };
 
 // Opens, validates and binds a model: our mistral3 files, and the dream

@@ -99,6 +99,11 @@ typedef struct nld_model_params {
      * "<model without .gguf>.lora.gguf" when it exists beside the model;
      * "": load none. */
     const char* lora_path;
+    /* Layers to run on a GPU (llama.cpp's n_gpu_layers): 0 (the default)
+     * runs the CPU backend. This version has no GPU kernels: > 0 fails
+     * with NLD_ERR_UNSUPPORTED saying whether the build lacks CUDA, the
+     * machine a device, or the backend its kernels. */
+    int32_t n_gpu_layers;
 } nld_model_params;
 
 typedef struct nld_context_params {
@@ -192,6 +197,8 @@ NLD_API const char* nld_status_name(nld_status status); /* static string */
 NLD_API const char* nld_last_error(void);
 
 NLD_API nld_model_params nld_model_default_params(void);
+/* CUDA devices the process sees: -1 if this build has no CUDA code. */
+NLD_API int32_t nld_cuda_device_count(void);
 NLD_API nld_context_params nld_context_default_params(void);
 NLD_API nld_forward_params nld_forward_default_params(void);
 

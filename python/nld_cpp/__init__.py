@@ -11,7 +11,8 @@ loading the native library.
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "ModelInfo", "NldError", "Scheduler", "available_memory", "memory_estimate", "__version__"]
+__all__ = ["Model", "ModelInfo", "NldError", "Scheduler", "available_memory", "cuda_device_count", "memory_estimate",
+           "__version__"]
 
 if TYPE_CHECKING:
     from ._binding import NldError
@@ -33,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from . import memory
 
         return getattr(memory, name)
+    if name == "cuda_device_count":  # CUDA devices the core sees; -1: built without CUDA
+        from ._binding import lib
+
+        return lambda: int(lib.nld_cuda_device_count())
     if name == "Scheduler":
         from .scheduler import Scheduler
 

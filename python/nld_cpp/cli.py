@@ -55,6 +55,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="KV cache type for keys (default f16)")
     p.add_argument("-ctv", "--cache-type-v", choices=CACHE_TYPE_NAMES, default="f16",
                    help="KV cache type for values (default f16)")
+    p.add_argument("-ngl", "--n-gpu-layers", type=int, default=0,
+                   help="layers on a GPU (default 0: CPU; this version has no GPU kernels)")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -112,7 +114,7 @@ def _model_path(arg: Optional[str]) -> Path:
 
 
 def load_model(arg: Optional[str], threads: int = 0, ctx: int = 0, quiet: bool = False,
-               cache_types: tuple = ("f16", "f16")) -> Any:
+               cache_types: tuple = ("f16", "f16"), n_gpu_layers: int = 0) -> Any:
     """Load with a progress line on stderr for files that take a moment."""
     from . import Model, NldError
 
@@ -133,7 +135,8 @@ def load_model(arg: Optional[str], threads: int = 0, ctx: int = 0, quiet: bool =
         thread.start()
     t0 = time.perf_counter()
     try:
-        model = Model(path, n_ctx=ctx, n_threads=threads, cache_type_k=cache_types[0], cache_type_v=cache_types[1])
+        model = Model(path, n_ctx=ctx, n_threads=threads, cache_type_k=cache_types[0], cache_type_v=cache_types[1],
+                      n_gpu_layers=n_gpu_layers)
     except NldError as exc:
         raise CliError(str(exc)) from None
     finally:
@@ -257,7 +260,7 @@ def _visual_answer(model: Any, messages: Optional[List[Dict[str, str]]], raw: Op
 
 def cmd_run(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.threads, args.ctx_size,
-                       cache_types=(args.cache_type_k, args.cache_type_v))
+                       cache_types=(args.cache_type_k, args.cache_type_v), n_gpu_layers=args.n_gpu_layers)
     with model:
         messages = None
         if not args.raw:
@@ -279,7 +282,7 @@ CHAT_HELP = """commands:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.threads, args.ctx_size,
-                       cache_types=(args.cache_type_k, args.cache_type_v))
+                       cache_types=(args.cache_type_k, args.cache_type_v), n_gpu_layers=args.n_gpu_layers)
     with model:
         system = [{"role": "system", "content": args.system}] if args.system else []
         history: List[Dict[str, str]] = list(system)

@@ -34,7 +34,8 @@ def cmd_infill(args: argparse.Namespace, load_model: Callable[..., Any], mask_gl
 
     if args.gap_tokens < 1:
         raise ValueError(f"--gap-tokens must be >= 1, got {args.gap_tokens}")
-    model = load_model(args.model, args.threads, args.ctx_size, cache_types=(args.cache_type_k, args.cache_type_v))
+    model = load_model(args.model, args.threads, args.ctx_size, cache_types=(args.cache_type_k, args.cache_type_v),
+                       n_gpu_layers=args.n_gpu_layers)
     with model:
         if args.raw:
             prefix = args.prompt

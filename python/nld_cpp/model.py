@@ -142,14 +142,13 @@ def cache_type_id(value: str | int, what: str) -> int:
 class Model(CompletionMixin):
     """A GGUF model loaded by the core, with one context (KV cache).
 
-    ``Model(path, n_ctx=0, n_threads=0, seed=None, lora_path=None,
-    cache_type_k="f16", cache_type_v="f16")``: ``n_ctx`` <= 0 takes
-    min(training context, 4096); ``n_threads`` <= 0 uses every core; ``seed``
-    is the sampling seed of text calls that give none (None: a fresh random
-    seed per call); ``lora_path`` is the drafter adapter for self-speculation
-    (None: the ``<model>.lora.gguf`` beside the model when present; "":
-    none); ``cache_type_k`` / ``cache_type_v`` are the KV cache's types for
-    keys and values, "f32", "f16" or "q8_0" (llama.cpp's ``-ctk`` / ``-ctv``). Use as a context manager or call :meth:`close`;
+    ``n_ctx`` <= 0 takes min(training context, 4096); ``n_threads`` <= 0
+    uses every core; ``seed`` is the sampling seed of text calls that give
+    none (None: a fresh one per call); ``lora_path`` is the drafter adapter
+    (None: ``<model>.lora.gguf`` beside the model when present; "": none);
+    ``cache_type_k`` / ``cache_type_v``: "f32", "f16" or "q8_0" (llama.cpp's
+    ``-ctk`` / ``-ctv``); ``n_gpu_layers``: 0 (CPU; > 0 is refused by this
+    version, naming why). Use as a context manager or call :meth:`close`;
     any use after close raises. :meth:`new_context` gives another Model over
     the same weights with a cache of its own.
 
@@ -161,7 +160,7 @@ class Model(CompletionMixin):
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 0, n_threads: int = 0,
                  seed: int | None = None, lora_path: str | os.PathLike[str] | None = None, verbose: bool = False,
-                 cache_type_k: str | int = "f16", cache_type_v: str | int = "f16",
+                 cache_type_k: str | int = "f16", cache_type_v: str | int = "f16", n_gpu_layers: int = 0,
                  _weights: "_Weights | None" = None):
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
@@ -183,7 +182,7 @@ class Model(CompletionMixin):
             avail = available_memory()
             print(f"nld_cpp: memory for {path}: {describe(est)}; available "
                   f"{'unknown' if avail is None else format_bytes(avail)}")
-        self._weights = _weights if _weights is not None else self._load(path, n_threads, lora_path)
+        self._weights = _weights if _weights is not None else self._load(path, n_threads, lora_path, n_gpu_layers)
         self._model = self._weights.handle
         cparams = lib.nld_context_default_params()
         cparams.n_ctx = int(n_ctx)
@@ -207,11 +206,12 @@ class Model(CompletionMixin):
             print(f"nld_cpp: loaded {path}: {self.info}")
 
     @staticmethod
-    def _load(path: str, n_threads: int, lora_path: str | os.PathLike[str] | None) -> _Weights:
+    def _load(path: str, n_threads: int, lora_path: str | os.PathLike[str] | None, n_gpu_layers: int = 0) -> _Weights:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"model file not found: {path}")
         mparams = lib.nld_model_default_params()
         mparams.n_threads = int(n_threads)
+        mparams.n_gpu_layers = int(n_gpu_layers)  # > 0: refused by this version, saying why (nld.h)
         # None: the core loads "<model>.lora.gguf" beside the model if present.
         lora_arg = ffi.NULL if lora_path is None else ffi.new("char[]", os.fsencode(os.fspath(lora_path)))
         mparams.lora_path = lora_arg
@@ -263,7 +263,7 @@ class Model(CompletionMixin):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _live(self) -> Any:
+    def _live(self) -> Any:  # noqa: D401
         if self._ctx is None:
             raise ValueError("this Model is closed")
         return self._ctx

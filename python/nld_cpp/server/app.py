@@ -71,7 +71,7 @@ class State:
         path = a.model
         per_slot = a.ctx_size // a.parallel if a.ctx_size else 0
         model = Model(path, n_ctx=per_slot, n_threads=a.threads, lora_path=a.lora, cache_type_k=a.cache_type_k,
-                      cache_type_v=a.cache_type_v)
+                      cache_type_v=a.cache_type_v, n_gpu_layers=a.n_gpu_layers)
         slots = [Slot(0, model)] + [Slot(i, model.new_context(n_ctx=per_slot, n_threads=a.threads))
                                     for i in range(1, a.parallel)]
         if not a.no_cont_batching:  # the slots' generations share batched forwards

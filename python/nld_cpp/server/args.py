@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="context size in tokens shared by the slots, each gets ctx-size / parallel "
                "(0: each slot gets min(the model's training context, 4096))")
     _flag(p, "-t", "--threads", env="NLD_ARG_THREADS", type=int, default=0, help="compute threads (0: all cores)")
+    _flag(p, "-ngl", "--n-gpu-layers", env="NLD_ARG_N_GPU_LAYERS", type=int, default=0,
+          help="layers on a GPU (0: CPU; this version has no GPU kernels and refuses more, naming why)")
     _flag(p, "-ctk", "--cache-type-k", env="NLD_ARG_CACHE_TYPE_K", choices=list(CACHE_TYPES), default="f16",
           help="KV cache type for keys, every slot")
     _flag(p, "-ctv", "--cache-type-v", env="NLD_ARG_CACHE_TYPE_V", choices=list(CACHE_TYPES), default="f16",
