@@ -33,11 +33,7 @@ void start_block(generator& g) {
 }  // namespace
 
 bool plan_diffusion(generator& g, forward_request& req) {
-    const int32_t B = g.params_.block_length, C = g.ctx_.cache.n_cached();
-    if (g.phase_ == gen_phase::commit)  // the finished block joins the cache
-        generator::plan_rows(req, g.block_, row_layout::causal(C, B), logits_rows::last);
-    else
-        generator::plan_rows(req, g.block_, row_layout::bidirectional(C, B, false), logits_rows::all);
+    g.plan_block_pass(req);  // block_ holds the B indices of the block
     return true;
 }
 

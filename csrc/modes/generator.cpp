@@ -169,6 +169,14 @@ void generator::plan_rows(forward_request& req, const std::vector<int32_t>& toke
     req.rows = rows;
 }
 
+void generator::plan_block_pass(forward_request& req) const {
+    const int32_t C = ctx_.cache.n_cached(), L = (int32_t)block_.size();
+    if (phase_ == gen_phase::commit)  // the decided block joins the cache
+        plan_rows(req, block_, row_layout::causal(C, L), logits_rows::last);
+    else
+        plan_rows(req, block_, row_layout::bidirectional(C, L, false), logits_rows::all);
+}
+
 float* generator::logits_buffer(const forward_request& req) {
     const size_t n_rows = req.rows == logits_rows::all ? req.tokens.size() : req.rows == logits_rows::last ? 1 : 0;
     logits_.resize(std::max<size_t>(1, n_rows) * (size_t)n_vocab());

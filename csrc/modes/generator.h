@@ -99,6 +99,10 @@ public:
     // Plans a forward over rows laid out as asked.
     static void plan_rows(forward_request& req, const std::vector<int32_t>& tokens, row_layout layout,
                           logits_rows rows);
+    // Block modes: the forward over block_ at the cache's end: in phase
+    // commit the causal pass that writes it (last row's logits), else a
+    // bidirectional denoise pass (every row's logits).
+    void plan_block_pass(forward_request& req) const;
     // The buffer the planned forward's logits go to (rows x n_vocab).
     float* logits_buffer(const forward_request& req);
     // Appends t to the output; sets finish on a stop token or the budget.

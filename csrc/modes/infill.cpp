@@ -34,12 +34,8 @@ void start_infill_block(generator& g) {
 }  // namespace
 
 bool plan_infill(generator& g, forward_request& req) {
-    const int32_t C = g.ctx_.cache.n_cached(), L = (int32_t)g.block_.size();
     if (g.phase_ == gen_phase::done) return false;
-    if (g.phase_ == gen_phase::commit)  // the decided block joins the cache
-        generator::plan_rows(req, g.block_, row_layout::causal(C, L), logits_rows::last);
-    else
-        generator::plan_rows(req, g.block_, row_layout::bidirectional(C, L, false), logits_rows::all);
+    g.plan_block_pass(req);
     return true;
 }
 
