@@ -14,11 +14,6 @@ namespace {
 
 constexpr double kLearnRate = 0.2;  // share of an observation's log-ratio taken at its own rows
 
-double now_s() {
-    using clock = std::chrono::steady_clock;
-    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
-}
-
 // Piecewise-linear in n through the table's points.
 double interpolate(const std::array<double, cost_model::kSizes>& t, int32_t n) {
     const auto& r = cost_model::kRows;
@@ -30,6 +25,11 @@ double interpolate(const std::array<double, cost_model::kSizes>& t, int32_t n) {
 }
 
 }  // namespace
+
+double steady_seconds() {
+    using clock = std::chrono::steady_clock;
+    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
 
 cost_model::cost_model() {
     for (int i = 0; i < kSizes; ++i) {
@@ -66,7 +66,7 @@ void cost_model::observe_overhead(double seconds) {
 }
 
 void calibrate(context& ctx, double max_seconds) {
-    const double start = now_s();
+    const double start = steady_seconds();
     const int32_t kept = ctx.cache.n_cached();
     const int32_t n_vocab = ctx.mdl.hp.n_vocab;
     auto filler = [&](int32_t n, int32_t salt) {
@@ -90,9 +90,9 @@ void calibrate(context& ctx, double max_seconds) {
             const std::vector<int32_t> t = filler(n, n);
             logits.resize((size_t)n * (size_t)n_vocab);
             const row_layout layout = is_draft ? row_layout::bidirectional(base, n, lora) : row_layout::causal(base, n);
-            const double t0 = now_s();
+            const double t0 = steady_seconds();
             forward(ctx, t.data(), layout, logits_rows::all, logits.data());
-            const double dt = now_s() - t0;
+            const double dt = steady_seconds() - t0;
             ctx.truncate(base);
             return dt;
         };
@@ -108,16 +108,16 @@ void calibrate(context& ctx, double max_seconds) {
             bool any = false;
             for (int i = 0; i < cost_model::kSizes; ++i) {
                 const int32_t n = cost_model::kRows[i];
-                if (n > room || now_s() - start > max_seconds) break;
+                if (n > room || steady_seconds() - start > max_seconds) break;
                 const double c = timed(false, n);
                 causal_s[i] = causal_s[i] == kUnset ? c : std::min(causal_s[i], c);
                 any = true;
-                if (n >= 2 && (n <= 8 || pass > 0) && now_s() - start <= max_seconds) {
+                if (n >= 2 && (n <= 8 || pass > 0) && steady_seconds() - start <= max_seconds) {
                     const double d = timed(true, n);
                     draft_s[i] = draft_s[i] == kUnset ? d : std::min(draft_s[i], d);
                 }
             }
-            if (!any || now_s() - start > max_seconds) break;
+            if (!any || steady_seconds() - start > max_seconds) break;
         }
         ctx.truncate(kept);
         cost_model cm;

@@ -71,6 +71,9 @@ struct draft_acceptance {
     static constexpr double kPriorTokens = 32.0;
 };
 
+// Seconds on the steady clock (the timings the cost model learns from).
+double steady_seconds();
+
 // Times causal and draft forwards of kRows rows over the context's cache
 // (16 filler tokens first when it is empty), within about max_seconds; rows
 // not reached in time are extrapolated from the last two measured. The

@@ -3,7 +3,6 @@
 #include "modes/generator.h"
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <numeric>
 
@@ -27,15 +26,6 @@ bool plan_auto(generator&, forward_request&);
 bool take_auto(generator&, const float*);
 bool plan_infill(generator&, forward_request&);
 bool take_infill(generator&, const float*);
-
-namespace {
-
-double now_s() {
-    using clock = std::chrono::steady_clock;
-    return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 generator::generator(context& ctx, std::vector<int32_t> prompt, const generate_params& params)
     : ctx_(ctx), prompt_(std::move(prompt)), params_(params), sampler_(params.sampling, ctx.mdl.hp.n_vocab) {
@@ -65,7 +55,7 @@ void generator::step() {
     // Each forward past the prompt corrects the context's cost model, and
     // so does the time the step and its caller spend outside forwards.
     constexpr int32_t kPrefillChunk = 512;
-    const double begin = now_s();
+    const double begin = steady_seconds();
     double in_forwards = 0.0;
     bool prefilled = false;
     forward_request req;
@@ -73,15 +63,15 @@ void generator::step() {
         const bool is_prefill = planned_prefill();
         const bool is_draft = phase_ == gen_phase::draft || phase_ == gen_phase::first_draft;
         float* logits = logits_buffer(req);
-        const double t0 = now_s();
+        const double t0 = steady_seconds();
         forward(ctx_, req.tokens.data(), req.layout, req.rows, logits);
-        const double dt = now_s() - t0;
+        const double dt = steady_seconds() - t0;
         in_forwards += dt;
         prefilled |= is_prefill;
         if (!is_prefill) ctx_.costs.observe(is_draft, (int32_t)req.tokens.size(), dt);
         if (take(logits)) break;
     }
-    const double end = now_s();
+    const double end = steady_seconds();
     if (!prefilled && last_step_end_ >= 0.0) ctx_.costs.observe_overhead((begin - last_step_end_) + (end - begin - in_forwards));
     last_step_end_ = end;
 }
